@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
-use x509_parser::oid_registry::{Oid, asn1_rs::oid};
+use x509_parser::oid_registry::asn1_rs::oid;
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
 pub use crl::{CrlError, CrlStatus, Installed, IssuerCrl, Revocation, RevocationStore};
@@ -381,16 +381,17 @@ impl HpkiValidator {
                 error @ (webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. }),
             ) => {
                 // Tell "expired card of a trusted CA" from "unknown certificate": check the
-                // chain at a moment inside the leaf's own validity. Only a chain that
-                // verifies then is reported as expired or not yet valid.
-                let inside =
-                    unix_time(leaf.validity().not_before.to_datetime() + Duration::from_secs(1));
-                return Err(match verify_at(inside) {
-                    Ok(_) if matches!(error, webpki::Error::CertExpired { .. }) => {
-                        HpkiRefusal::Expired
-                    }
-                    Ok(_) => HpkiRefusal::NotYetValid,
-                    Err(other) => map_chain_error(other),
+                // chain at the validity boundaries of the leaf and of the candidate CAs (one
+                // of them lies inside every validity period of a path, if any does). Only a
+                // chain that verifies at some such moment is reported as expired or not yet
+                // valid; the refusal stands either way.
+                let verified_at_some_time = validity_boundaries(&peer.end_entity, &candidates)
+                    .into_iter()
+                    .any(|at| verify_at(at).is_ok());
+                return Err(match (verified_at_some_time, error) {
+                    (true, webpki::Error::CertExpired { .. }) => HpkiRefusal::Expired,
+                    (true, _) => HpkiRefusal::NotYetValid,
+                    (false, _) => HpkiRefusal::UnknownIssuer,
                 });
             }
             Err(other) => return Err(map_chain_error(other)),
@@ -577,20 +578,36 @@ fn check_extended_key_usage(leaf: &X509Certificate<'_>) -> Result<(), HpkiRefusa
     }
 }
 
+/// Policy OIDs are compared in our own dotted decoding: x509-parser renders OIDs under
+/// the `2.` arc with a second component of 40 or more incorrectly.
 fn asserts_any_policy(
     leaf: &X509Certificate<'_>,
     accepted: &[String],
 ) -> Result<bool, HpkiRefusal> {
     for ext in leaf.extensions() {
         if let ParsedExtension::CertificatePolicies(policies) = ext.parsed_extension() {
-            return Ok(policies.iter().any(|p| {
-                accepted
-                    .iter()
-                    .any(|oid| Oid::to_id_string(&p.policy_id) == *oid)
-            }));
+            return Ok(policies
+                .iter()
+                .filter_map(|p| der::oid_to_string(p.policy_id.as_bytes()).ok())
+                .any(|id| accepted.contains(&id)));
         }
     }
     Ok(false)
+}
+
+/// notBefore and notAfter of the leaf and every candidate intermediate.
+fn validity_boundaries(
+    leaf: &CertificateDer<'_>,
+    candidates: &[CertificateDer<'_>],
+) -> Vec<UnixTime> {
+    let mut times = Vec::new();
+    for der in std::iter::once(leaf).chain(candidates) {
+        if let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) {
+            times.push(unix_time(cert.validity().not_before.to_datetime()));
+            times.push(unix_time(cert.validity().not_after.to_datetime()));
+        }
+    }
+    times
 }
 
 fn unix_time(at: OffsetDateTime) -> UnixTime {

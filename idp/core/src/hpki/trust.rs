@@ -96,7 +96,7 @@ impl CaCertificate {
 }
 
 /// Trust anchors and configured intermediates, checked at start-up.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TrustStore {
     anchors: Vec<TrustAnchor<'static>>,
     intermediates: Vec<CertificateDer<'static>>,

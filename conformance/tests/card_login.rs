@@ -1,0 +1,591 @@
+//! End to end: the real `idp` binary, real TLS with client certificates, the generated test
+//! cards, and (when SoftHSM2 is installed; always in CI) a PIN-protected PKCS#11 token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use harness::{
+    CardStep, ServerOptions, client, complete, login, pki, present, session_json, start,
+    start_login,
+};
+use time::OffsetDateTime;
+
+#[tokio::test]
+async fn good_cards_log_in_and_logout_ends_the_session() {
+    let pki = pki();
+    let server = start(pki, ServerOptions::default());
+    for card in pki.manifest.cards.iter().filter(|c| c.good) {
+        let session = login(&server, pki, &card.name)
+            .await
+            .unwrap_or_else(|e| panic!("{} refused: {e}\n{}", card.name, server.log()));
+        let (status, json) = session_json(&server, pki, &session).await;
+        assert_eq!(status, 200, "{}", card.name);
+        let roles: Vec<String> = serde_json::from_value(json["card"]["roles"].clone()).unwrap();
+        assert_eq!(roles, card.roles, "{}", card.name);
+        assert_eq!(json["acr"], "urn:hpki:acr:card-pin");
+        assert_eq!(json["amr"], serde_json::json!(["sc", "pin", "hwk", "mfa"]));
+        assert_eq!(json["card"]["serial"], card.serial.as_str());
+        // The CRL that vouched for the card is recorded.
+        assert_eq!(json["card"]["revocation"][0]["status"], "good");
+
+        let logout = client(pki, None)
+            .post(server.public("/logout"))
+            .header(reqwest::header::COOKIE, &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(logout.status(), 303);
+        let (status, _) = session_json(&server, pki, &session).await;
+        assert_eq!(status, 401, "session must end at logout");
+    }
+}
+
+#[tokio::test]
+async fn every_bad_card_is_refused_with_its_reason() {
+    let pki = pki();
+    let server = start(pki, ServerOptions::default());
+    let bad: Vec<_> = pki.manifest.cards.iter().filter(|c| !c.good).collect();
+    assert!(bad.len() >= 10, "the test PKI must hold every bad card");
+    for card in bad {
+        let expected = card.expect.as_deref().unwrap();
+        let browser = client(pki, None);
+        let (_, login_url) = start_login(&server, &browser).await;
+        let step = present(&client(pki, Some(&card.name)), &login_url).await;
+        match (expected, step) {
+            // No verifiable chain: the handshake itself fails (DESIGN.md §3).
+            ("unknown_issuer", CardStep::Handshake(_)) => {}
+            (_, CardStep::Refused(403, code)) => assert_eq!(code, expected, "card {}", card.name),
+            (_, other) => panic!("card {} expected {expected}, got {other:?}", card.name),
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_client_certificate_cannot_complete_a_handshake() {
+    let pki = pki();
+    let server = start(pki, ServerOptions::default());
+    let browser = client(pki, None);
+    let (_, login_url) = start_login(&server, &browser).await;
+    assert!(matches!(
+        present(&browser, &login_url).await,
+        CardStep::Handshake(_)
+    ));
+}
+
+#[tokio::test]
+async fn tickets_are_single_use_and_bound_to_the_browser() {
+    let pki = pki();
+    let server = start(pki, ServerOptions::default());
+    let browser = client(pki, None);
+
+    // Carried to another browser (no binding cookie): refused, and the ticket is spent.
+    let (_, login_url) = start_login(&server, &browser).await;
+    let CardStep::Ticket(url) = present(&client(pki, Some("doctor")), &login_url).await else {
+        panic!("doctor refused");
+    };
+    assert_eq!(
+        complete(&browser, &url, None).await,
+        Err("400 binding_mismatch".into())
+    );
+
+    // Another browser's binding cookie: refused.
+    let (binding, login_url) = start_login(&server, &browser).await;
+    let (other_binding, _) = start_login(&server, &browser).await;
+    let CardStep::Ticket(url) = present(&client(pki, Some("doctor")), &login_url).await else {
+        panic!("doctor refused");
+    };
+    assert_eq!(
+        complete(&browser, &url, Some(&other_binding)).await,
+        Err("400 binding_mismatch".into())
+    );
+    assert_eq!(
+        complete(&browser, &url, Some(&binding)).await,
+        Err("400 ticket_invalid".into())
+    );
+
+    // The right browser once; a replay fails.
+    let (binding, login_url) = start_login(&server, &browser).await;
+    let CardStep::Ticket(url) = present(&client(pki, Some("doctor")), &login_url).await else {
+        panic!("doctor refused");
+    };
+    assert!(complete(&browser, &url, Some(&binding)).await.is_ok());
+    assert_eq!(
+        complete(&browser, &url, Some(&binding)).await,
+        Err("400 ticket_invalid".into())
+    );
+
+    // A login request is single-use too.
+    assert!(matches!(
+        present(&client(pki, Some("doctor")), &login_url).await,
+        CardStep::Refused(400, code) if code == "request_expired"
+    ));
+}
+
+#[tokio::test]
+async fn open_redirects_are_refused() {
+    let pki = pki();
+    let server = start(pki, ServerOptions::default());
+    for target in [
+        "https%3A%2F%2Fevil.example%2F",
+        "%2F%2Fevil.example%2F",
+        "%2F%5Cevil.example",
+    ] {
+        let response = client(pki, None)
+            .get(server.public(&format!("/login?return_to={target}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn a_card_revoked_while_the_server_runs_is_refused_after_the_crl_reloads() {
+    let pki = pki();
+    // A private copy of the CRLs, so that other tests keep the original.
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for rel in &pki.manifest.trust.crls {
+        let target = dir
+            .path()
+            .join(std::path::Path::new(rel).file_name().unwrap());
+        std::fs::copy(pki.path(rel), &target).unwrap();
+        files.push(target);
+    }
+    let server = start(
+        pki,
+        ServerOptions {
+            crl_files: Some(files.clone()),
+            ..ServerOptions::default()
+        },
+    );
+    assert!(login(&server, pki, "dentist").await.is_ok());
+
+    let now = OffsetDateTime::now_utc();
+    let revoked = [
+        idp_devpki::Revocation::card(&pki.manifest, "revoked", now - time::Duration::days(30))
+            .unwrap(),
+        idp_devpki::Revocation::card(&pki.manifest, "dentist", now - time::Duration::minutes(1))
+            .unwrap(),
+    ];
+    let der = idp_devpki::issue_crl_der(
+        &pki.root,
+        &pki.manifest,
+        "jma-ca",
+        &revoked,
+        now - time::Duration::minutes(1),
+        now + time::Duration::days(7),
+        1000,
+    )
+    .unwrap();
+    let jma = files.iter().find(|p| p.ends_with("jma-ca.crl")).unwrap();
+    std::fs::write(jma, der).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match login(&server, pki, "dentist").await {
+            Err(e) if e == "403 revoked" => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "dentist still accepted: {other:?}\n{}",
+                    server.log()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    // Other cards of the same CA are unaffected.
+    assert!(login(&server, pki, "doctor").await.is_ok());
+}
+
+fn stale_crls(pki: &harness::Pki, dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let now = OffsetDateTime::now_utc();
+    let mut files = Vec::new();
+    for ca in ["root", "jma-ca"] {
+        let der = idp_devpki::issue_crl_der(
+            &pki.root,
+            &pki.manifest,
+            ca,
+            &[],
+            now - time::Duration::days(60),
+            now - time::Duration::days(30),
+            2,
+        )
+        .unwrap();
+        let path = dir.join(format!("{ca}.crl"));
+        std::fs::write(&path, der).unwrap();
+        files.push(path);
+    }
+    files
+}
+
+#[tokio::test]
+async fn a_stale_crl_hard_fails_by_default_and_soft_fails_when_configured() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let files = stale_crls(pki, dir.path());
+    let hard = start(
+        pki,
+        ServerOptions {
+            crl_files: Some(files.clone()),
+            ..ServerOptions::default()
+        },
+    );
+    assert_eq!(
+        login(&hard, pki, "doctor").await,
+        Err("403 revocation_stale".into())
+    );
+
+    let soft = start(
+        pki,
+        ServerOptions {
+            crl_files: Some(files),
+            revocation_extra: "when_stale = \"soft_fail\"".into(),
+            ..ServerOptions::default()
+        },
+    );
+    let session = login(&soft, pki, "doctor").await.unwrap();
+    let (_, json) = session_json(&soft, pki, &session).await;
+    assert_eq!(
+        json["card"]["revocation"][0]["status"],
+        "unchecked_stale_crl"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_crl_hard_fails_by_default() {
+    let pki = pki();
+    let server = start(
+        pki,
+        ServerOptions {
+            crl_files: Some(vec![]),
+            ..ServerOptions::default()
+        },
+    );
+    assert_eq!(
+        login(&server, pki, "doctor").await,
+        Err("403 revocation_unavailable".into())
+    );
+}
+
+#[tokio::test]
+async fn repeated_failures_are_rate_limited() {
+    let pki = pki();
+    let server = start(
+        pki,
+        ServerOptions {
+            tables: "[rate_limit]\nfailures_per_address = 100\nfailures_per_certificate = 3\nwindow_secs = 600\n".into(),
+            ..ServerOptions::default()
+        },
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            login(&server, pki, "expired").await,
+            Err("403 expired".into())
+        );
+    }
+    assert_eq!(
+        login(&server, pki, "expired").await,
+        Err("429 rate_limited".into())
+    );
+    // Another card from the same address is still served.
+    assert!(login(&server, pki, "doctor").await.is_ok());
+}
+
+#[tokio::test]
+async fn unknown_holders_follow_the_configured_policy() {
+    let pki = pki();
+    let refuse = start(
+        pki,
+        ServerOptions {
+            import_doctors: false,
+            ..ServerOptions::default()
+        },
+    );
+    assert_eq!(
+        login(&refuse, pki, "doctor").await,
+        Err("403 no_doctor_record".into())
+    );
+
+    let provision = start(
+        pki,
+        ServerOptions {
+            import_doctors: false,
+            hpki_extra: "unknown_holder = \"provision\"".into(),
+            ..ServerOptions::default()
+        },
+    );
+    let session = login(&provision, pki, "doctor").await.unwrap();
+    let (_, json) = session_json(&provision, pki, &session).await;
+    let card = pki.manifest.card("doctor").unwrap();
+    assert_eq!(json["display_name"], card.common_name.as_str());
+    // The second login finds the provisioned record.
+    assert!(login(&provision, pki, "doctor").await.is_ok());
+    let list = Command::new(harness::idp_bin())
+        .args(["doctors", "list", "--config"])
+        .arg(&provision.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(list.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("\"provisioned\""));
+}
+
+#[tokio::test]
+async fn proxy_headers_are_accepted_only_from_trusted_proxies_and_validated_again() {
+    use base64::Engine as _;
+    let pki = pki();
+    let b64 = |path: &str| {
+        harness::certs(&pki.path(path))
+            .iter()
+            .map(|c| {
+                format!(
+                    ":{}:",
+                    base64::engine::general_purpose::STANDARD.encode(c.as_ref())
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let doctor = b64(&pki.manifest.card("doctor").unwrap().chain);
+    let proxy_login = |server: &harness::Server, path: &str| {
+        format!("http://127.0.0.1:{}{path}", server.login_port)
+    };
+    let plain = client(pki, None);
+
+    let trusted = start(
+        pki,
+        ServerOptions {
+            login_extra:
+                "client_certificate = \"rfc9440_proxy\"\ntrusted_proxies = [\"127.0.0.1\"]".into(),
+            ..ServerOptions::default()
+        },
+    );
+    let browser = client(pki, None);
+    let (binding, login_url) = start_login(&trusted, &browser).await;
+    let query = login_url.split_once('?').unwrap().1;
+    let response = plain
+        .get(proxy_login(&trusted, &format!("/login/hpki?{query}")))
+        .header("Client-Cert", &doctor[0])
+        .header("Client-Cert-Chain", doctor[1..].join(", "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303, "{}", trusted.log());
+    let url = harness::location(&response);
+    assert!(complete(&browser, &url, Some(&binding)).await.is_ok());
+
+    // Garbage and oversized headers get a clean refusal.
+    for value in [
+        ":not base64!:".to_owned(),
+        "no-colons".to_owned(),
+        format!(":{}:", "A".repeat(30_000)),
+    ] {
+        let (_, login_url) = start_login(&trusted, &browser).await;
+        let query = login_url.split_once('?').unwrap().1;
+        let response = plain
+            .get(proxy_login(&trusted, &format!("/login/hpki?{query}")))
+            .header("Client-Cert", value)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    // A bad card through the proxy is validated again and refused.
+    let expired = b64(&pki.manifest.card("expired").unwrap().chain);
+    let (_, login_url) = start_login(&trusted, &browser).await;
+    let query = login_url.split_once('?').unwrap().1;
+    let response = plain
+        .get(proxy_login(&trusted, &format!("/login/hpki?{query}")))
+        .header("Client-Cert", &expired[0])
+        .header("Client-Cert-Chain", expired[1..].join(", "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        harness::reason(&response.text().await.unwrap()).as_deref(),
+        Some("expired")
+    );
+
+    // The same headers from an address that is not a trusted proxy are refused.
+    let untrusted = start(
+        pki,
+        ServerOptions {
+            login_extra:
+                "client_certificate = \"rfc9440_proxy\"\ntrusted_proxies = [\"192.0.2.1\"]".into(),
+            ..ServerOptions::default()
+        },
+    );
+    let (_, login_url) = start_login(&untrusted, &browser).await;
+    let query = login_url.split_once('?').unwrap().1;
+    let response = plain
+        .get(proxy_login(&untrusted, &format!("/login/hpki?{query}")))
+        .header("Client-Cert", &doctor[0])
+        .header("Client-Cert-Chain", doctor[1..].join(", "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        harness::reason(&response.text().await.unwrap()).as_deref(),
+        Some("untrusted_proxy")
+    );
+}
+
+#[tokio::test]
+async fn pages_are_japanese_first_with_english_available() {
+    let pki = pki();
+    let server = start(pki, ServerOptions::default());
+    let http = client(pki, None);
+    let ja = http
+        .get(server.public("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ja.contains("<html lang=\"ja\">") && ja.contains("医師資格証"));
+    let en = http
+        .get(server.public("/?lang=en"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(en.contains("<html lang=\"en\">") && en.contains("HPKI login"));
+    let accept = http
+        .get(server.public("/"))
+        .header(reqwest::header::ACCEPT_LANGUAGE, "en-US,en;q=0.9")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(accept.contains("<html lang=\"en\">"));
+}
+
+/// The PIN-protected virtual card: curl signs the TLS handshake through the OpenSSL
+/// PKCS#11 engine and SoftHSM2. The right PIN logs in; a wrong PIN cannot complete the
+/// handshake.
+#[tokio::test]
+async fn a_pkcs11_card_logs_in_with_the_right_pin_only() {
+    let pki = pki();
+    let Some(conf) = &pki.softhsm_conf else {
+        eprintln!("skipping: SoftHSM2 is not installed");
+        return;
+    };
+    let engine = [
+        "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so",
+        "/usr/lib/aarch64-linux-gnu/engines-3/pkcs11.so",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists());
+    if !engine {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the OpenSSL PKCS#11 engine is required in CI"
+        );
+        eprintln!("skipping: libengine-pkcs11-openssl is not installed");
+        return;
+    }
+    let server = start(pki, ServerOptions::default());
+    let card = pki.manifest.card("doctor").unwrap();
+    let curl = |pin: &str, login_url: &str| {
+        Command::new("curl")
+            .env("SOFTHSM2_CONF", conf)
+            .args([
+                "--silent",
+                "--show-error",
+                "--output",
+                "/dev/null",
+                "--write-out",
+                "%{http_code} %{redirect_url}",
+            ])
+            .args(["--engine", "pkcs11", "--key-type", "ENG", "--key"])
+            .arg(format!(
+                "pkcs11:token={};object=auth;type=private;pin-value={pin}",
+                card.name
+            ))
+            .arg("--cert")
+            .arg(pki.path(&card.chain))
+            .arg("--cacert")
+            .arg(pki.path(&pki.manifest.server.ca))
+            .arg(login_url)
+            .output()
+            .unwrap()
+    };
+    let browser = client(pki, None);
+
+    let (_, login_url) = start_login(&server, &browser).await;
+    let wrong = curl("000000", &login_url);
+    assert!(
+        !wrong.status.success(),
+        "a wrong PIN must not complete the handshake"
+    );
+    assert!(!String::from_utf8_lossy(&wrong.stdout).starts_with("303"));
+
+    let (binding, login_url) = start_login(&server, &browser).await;
+    let right = curl(&card.pin, &login_url);
+    let out = String::from_utf8_lossy(&right.stdout).to_string();
+    assert!(
+        right.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    let (status, url) = out.split_once(' ').unwrap();
+    assert_eq!(status, "303", "{out}");
+    let session = complete(&browser, url, Some(&binding)).await.unwrap();
+    assert_eq!(session_json(&server, pki, &session).await.0, 200);
+}
+
+/// Production storage: PostgreSQL and Redis, for real.
+#[tokio::test]
+async fn logins_work_on_postgres_and_redis() {
+    let (Some(pg), Some(redis)) = (
+        harness::required_env("IDP_TEST_POSTGRES_URL"),
+        harness::required_env("IDP_TEST_REDIS_URL"),
+    ) else {
+        return;
+    };
+    let pki = pki();
+    // A fresh database for this test.
+    let name = format!("idp_e2e_{}", std::process::id());
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .arg(&pg)
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {name}"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let (base, _) = pg.rsplit_once('/').unwrap();
+    let server = start(
+        pki,
+        ServerOptions {
+            database: Some(format!("{base}/{name}")),
+            ephemeral: redis,
+            ..ServerOptions::default()
+        },
+    );
+    let session = login(&server, pki, "doctor").await.unwrap();
+    assert_eq!(session_json(&server, pki, &session).await.0, 200);
+    assert_eq!(
+        login(&server, pki, "revoked").await,
+        Err("403 revoked".into())
+    );
+    drop(server);
+    psql(&format!("DROP DATABASE IF EXISTS {name}"));
+}

@@ -1,0 +1,157 @@
+//! `idp demo`: the whole system on embedded defaults — SQLite, the in-process ephemeral
+//! store, a generated test PKI with test cards, TLS on localhost.
+
+use std::path::{Path, PathBuf};
+
+use idp_core::store::DoctorDirectory;
+use time::OffsetDateTime;
+
+/// Where and how the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub dir: PathBuf,
+    pub public_port: u16,
+    pub login_port: u16,
+    pub seed: String,
+}
+
+/// Generates the test PKI (once; an existing one is reused so that browsers keep their
+/// imported test cards), writes `idp.toml`, and imports the test doctors. Returns the
+/// configuration path and the PKI manifest.
+pub async fn prepare(opts: &DemoOptions) -> Result<(PathBuf, idp_devpki::Manifest), String> {
+    let pki = opts.dir.join("pki");
+    let manifest_path = pki.join("manifest.json");
+    let manifest: idp_devpki::Manifest = if manifest_path.exists() {
+        let text = std::fs::read_to_string(&manifest_path)
+            .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?
+    } else {
+        let today = OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
+        idp_devpki::generate(&idp_devpki::Options {
+            seed: opts.seed.clone(),
+            issued_at: today,
+            out_dir: pki.clone(),
+            softhsm: None,
+            crl_next_update: None,
+        })
+        .map_err(|e| format!("test PKI: {e}"))?
+    };
+    let config = demo_config(&manifest, &opts.dir, opts.public_port, opts.login_port);
+    let config_path = opts.dir.join("idp.toml");
+    std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
+
+    let database =
+        idp_store::Database::connect(&format!("sqlite://{}", opts.dir.join("idp.db").display()))
+            .await
+            .map_err(|e| e.to_string())?;
+    database.migrate().await.map_err(|e| e.to_string())?;
+    let csv =
+        std::fs::File::open(pki.join("doctors.csv")).map_err(|e| format!("doctors.csv: {e}"))?;
+    let profiles =
+        idp_store::csv_import::parse_doctors(csv).map_err(|e| format!("doctors.csv: {e}"))?;
+    database
+        .import(&profiles, OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((config_path, manifest))
+}
+
+fn demo_config(
+    manifest: &idp_devpki::Manifest,
+    dir: &Path,
+    public_port: u16,
+    login_port: u16,
+) -> String {
+    let list = |paths: &[String]| {
+        paths
+            .iter()
+            .map(|p| format!("\"pki/{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"# Written by `idp demo`: embedded defaults and the generated test PKI.
+issuer = "https://localhost:{public_port}"
+
+[public]
+listen = "127.0.0.1:{public_port}"
+url = "https://localhost:{public_port}"
+cert = "pki/{server_cert}"
+key = "pki/{server_key}"
+
+[login]
+listen = "127.0.0.1:{login_port}"
+url = "https://localhost:{login_port}"
+
+[hpki]
+anchors = [{anchors}]
+intermediates = [{intermediates}]
+accepted_policies = ["{auth_policy}"]
+unknown_holder = "refuse"
+
+[hpki.revocation]
+crl_files = [{crls}]
+reload_secs = 5
+
+[storage]
+database = "sqlite://{db}"
+ephemeral = "memory"
+"#,
+        server_cert = manifest.server.cert,
+        server_key = manifest.server.key,
+        anchors = list(&manifest.trust.anchors),
+        intermediates = list(&manifest.trust.intermediates),
+        auth_policy = manifest.trust.auth_policy_oid,
+        crls = list(&manifest.trust.crls),
+        db = dir.join("idp.db").display(),
+    )
+}
+
+/// What the demo prints: where to go and how to log in with a test card.
+pub fn instructions(opts: &DemoOptions, manifest: &idp_devpki::Manifest) -> String {
+    let pki = opts.dir.join("pki");
+    let p = |rel: &str| pki.join(rel).display().to_string();
+    let mut cards = String::new();
+    for card in &manifest.cards {
+        let what = match (&card.expect, card.good) {
+            (None, _) => "good".to_owned(),
+            (Some(code), _) => format!("refused: {code}"),
+        };
+        cards.push_str(&format!(
+            "    {:<22} {:<28} {}\n",
+            card.name,
+            what,
+            p(&card.p12)
+        ));
+    }
+    let doctor = manifest.card("doctor");
+    let curl = doctor
+        .map(|d| {
+            format!(
+                "curl --cacert {ca} --cert {chain} --key {key} -L -b jar.txt -c jar.txt \\\n      'https://localhost:{port}/login?return_to=/api/session'",
+                ca = p(&manifest.server.ca),
+                chain = p(&d.chain),
+                key = p(&d.key),
+                port = opts.public_port,
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        r#"
+HPKI IdP demo is running.
+
+  Public origin: https://localhost:{public}/        (医師資格証でログイン)
+  Login origin:  https://localhost:{login}/login/hpki  (asks for the card certificate)
+  TLS test root to trust: {ca}
+
+  Test cards (PKCS#12, password = PIN {pin}); import one into the browser:
+{cards}
+  Log in from the command line with the good test card:
+    {curl}
+"#,
+        public = opts.public_port,
+        login = opts.login_port,
+        ca = p(&manifest.server.ca),
+        pin = doctor.map(|d| d.pin.as_str()).unwrap_or("123456"),
+    )
+}

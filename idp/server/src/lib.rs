@@ -1,0 +1,9 @@
+//! The `idp` server: configuration, TLS listeners, handlers and the command line.
+
+pub mod app;
+pub mod config;
+pub mod crl;
+pub mod demo;
+pub mod pages;
+pub mod serve;
+pub mod tls;

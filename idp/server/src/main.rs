@@ -1,0 +1,254 @@
+//! `idp`: the HPKI single sign-on identity provider.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use idp_core::store::DoctorDirectory;
+use idp_server::config::Config;
+use idp_server::demo::{self, DemoOptions};
+use idp_server::serve;
+use time::OffsetDateTime;
+
+#[derive(Parser)]
+#[command(
+    name = "idp",
+    version,
+    about = "HPKI single sign-on identity provider for Japanese doctors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the IdP (both listeners) from a configuration file.
+    Serve {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+    },
+    /// Run everything on embedded defaults with a generated test PKI and test cards.
+    Demo {
+        #[arg(long, default_value = "var/demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 8443)]
+        public_port: u16,
+        #[arg(long, default_value_t = 8444)]
+        login_port: u16,
+        #[arg(long, default_value = "demo")]
+        seed: String,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file (every file it names, every anchor) and exit.
+    CheckConfig {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+    },
+    /// Write an HPKI-shaped test PKI and doctor cards.
+    DevPki {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "dev")]
+        seed: String,
+        /// Issue date (YYYY-MM-DD) all validity periods derive from; default today (UTC).
+        #[arg(long)]
+        issued_at: Option<String>,
+        /// Also create a SoftHSM2 token per card (needs SOFTHSM2_CONF set to
+        /// <out>/softhsm/softhsm2.conf).
+        #[arg(long)]
+        softhsm: bool,
+    },
+    /// Doctor records.
+    Doctors {
+        #[command(subcommand)]
+        command: DoctorsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DoctorsCommand {
+    /// Import (insert or update by hpki_holder_id) from CSV, all or nothing.
+    Import {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+        file: PathBuf,
+    },
+    /// List doctor records as JSON lines.
+    List {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IDP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        eprintln!("error: a TLS crypto provider was already installed");
+        return ExitCode::FAILURE;
+    }
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = actix_web::rt::System::with_tokio_rt(|| runtime).block_on(run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn base_dir(config: &Path) -> PathBuf {
+    config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn load(config: &Path) -> Result<std::sync::Arc<idp_server::config::Runtime>, String> {
+    Config::load(config)
+        .and_then(|c| c.into_runtime(&base_dir(config)))
+        .map_err(|e| e.to_string())
+}
+
+async fn database(config: &Path) -> Result<idp_store::Database, String> {
+    let config = Config::load(config).map_err(|e| e.to_string())?;
+    let db = idp_store::Database::connect(&config.storage.database)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    db.migrate().await.map_err(|e| format!("database: {e}"))?;
+    Ok(db)
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve { config } => {
+            let runtime = load(&config)?;
+            let state = serve::prepare(runtime).await.map_err(|e| e.to_string())?;
+            serve::run(state).await.map_err(|e| e.to_string())
+        }
+        Command::Demo {
+            dir,
+            public_port,
+            login_port,
+            seed,
+        } => {
+            let opts = DemoOptions {
+                dir,
+                public_port,
+                login_port,
+                seed,
+            };
+            let (config, manifest) = demo::prepare(&opts).await?;
+            let runtime = load(&config)?;
+            let state = serve::prepare(runtime).await.map_err(|e| e.to_string())?;
+            println!("{}", demo::instructions(&opts, &manifest));
+            serve::run(state).await.map_err(|e| e.to_string())
+        }
+        Command::Migrate { config } => {
+            database(&config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let runtime = load(&config)?;
+            println!(
+                "configuration OK: {} anchor(s), {} intermediate(s), {} CRL file(s)",
+                runtime.trust.anchors().len(),
+                runtime.trust.intermediates().len(),
+                runtime.crl_files.len()
+            );
+            Ok(())
+        }
+        Command::DevPki {
+            out,
+            seed,
+            issued_at,
+            softhsm,
+        } => {
+            let issued_at = match issued_at {
+                Some(date) => {
+                    let format = time::macros::format_description!("[year]-[month]-[day]");
+                    time::Date::parse(&date, format)
+                        .map_err(|e| format!("--issued-at {date:?}: {e} (expected YYYY-MM-DD)"))?
+                        .midnight()
+                        .assume_utc()
+                }
+                None => OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT),
+            };
+            let softhsm = if softhsm {
+                let module = idp_devpki::default_softhsm_module()
+                    .ok_or("--softhsm: libsofthsm2.so not found (install the softhsm2 package)")?;
+                Some(idp_devpki::SoftHsm { module })
+            } else {
+                None
+            };
+            let manifest = idp_devpki::generate(&idp_devpki::Options {
+                seed,
+                issued_at,
+                out_dir: out.clone(),
+                softhsm,
+                crl_next_update: None,
+            })
+            .map_err(|e| e.to_string())?;
+            println!(
+                "wrote {} cards to {} (see README.md there)",
+                manifest.cards.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Doctors { command } => match command {
+            DoctorsCommand::Import { config, file } => {
+                let db = database(&config).await?;
+                let reader =
+                    std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                let profiles = idp_store::csv_import::parse_doctors(reader)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                let report = db
+                    .import(&profiles, OffsetDateTime::now_utc())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "imported: {} inserted, {} updated",
+                    report.inserted, report.updated
+                );
+                Ok(())
+            }
+            DoctorsCommand::List { config } => {
+                let db = database(&config).await?;
+                for doctor in db.list().await.map_err(|e| e.to_string())? {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&doctor).map_err(|e| e.to_string())?
+                    );
+                }
+                Ok(())
+            }
+        },
+    }
+}

@@ -1,0 +1,122 @@
+//! Starting the IdP from a loaded configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use idp_core::hpki::HpkiValidator;
+use idp_core::login::LoginService;
+use idp_core::session::Sessions;
+use idp_core::store::{DoctorDirectory, EphemeralStore};
+
+use crate::app::{AppState, Metrics, login_routes, public_routes};
+use crate::config::{ClientCertificateSource, Runtime};
+use crate::{crl, tls};
+
+/// A start-up failure, naming what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(String),
+    #[error("ephemeral store: {0}")]
+    Ephemeral(String),
+    #[error("hpki.revocation.crl_files: {0}")]
+    Crl(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Connects storage (applying migrations) and loads CRLs: everything but the listeners.
+pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, StartError> {
+    let database = idp_store::Database::connect(&runtime.config.storage.database)
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?;
+    database
+        .migrate()
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?;
+    let doctors: Arc<dyn DoctorDirectory> = Arc::new(database);
+    let ephemeral: Arc<dyn EphemeralStore> =
+        idp_store::connect_ephemeral(&runtime.config.storage.ephemeral)
+            .await
+            .map_err(|e| StartError::Ephemeral(e.to_string()))?;
+    let validator = Arc::new(HpkiValidator::new(
+        runtime.trust.clone(),
+        runtime.validation.clone(),
+    ));
+    crl::load_files(&validator, &runtime.crl_files).map_err(StartError::Crl)?;
+    crl::spawn_reloader(
+        validator.clone(),
+        runtime.crl_files.clone(),
+        runtime.config.hpki.revocation.crl_urls.clone(),
+        Duration::from_secs(runtime.config.hpki.revocation.reload_secs.max(1)),
+    );
+    let sessions = Sessions::new(ephemeral.clone(), runtime.session);
+    let login = LoginService::new(
+        ephemeral.clone(),
+        doctors.clone(),
+        validator.clone(),
+        sessions,
+        runtime.login,
+    );
+    Ok(web::Data::new(AppState {
+        runtime,
+        login,
+        validator,
+        doctors,
+        ephemeral,
+        metrics: Metrics::default(),
+    }))
+}
+
+/// Runs both listeners until the process is stopped.
+pub async fn run(state: web::Data<AppState>) -> Result<(), StartError> {
+    let runtime = state.runtime.clone();
+    let public_tls = tls::public_server_config(&runtime.public_identity)?;
+    let public_state = state.clone();
+    let public = HttpServer::new(move || {
+        App::new()
+            .app_data(public_state.clone())
+            .configure(public_routes)
+    })
+    .workers(workers())
+    .listen_rustls_0_23(
+        std::net::TcpListener::bind(runtime.config.public.listen)?,
+        public_tls,
+    )?
+    .run();
+    let login_state = state.clone();
+    let login_builder = HttpServer::new(move || {
+        App::new()
+            .app_data(login_state.clone())
+            .configure(login_routes)
+    })
+    .workers(workers())
+    .on_connect(tls::capture_peer_chain);
+    let login_listener = std::net::TcpListener::bind(runtime.config.login.listen)?;
+    let login = match runtime.config.login.client_certificate {
+        ClientCertificateSource::Tls => {
+            let login_tls =
+                tls::login_server_config(&runtime.login_identity, state.validator.clone())?;
+            login_builder
+                .listen_rustls_0_23(login_listener, login_tls)?
+                .run()
+        }
+        ClientCertificateSource::Rfc9440Proxy => login_builder.listen(login_listener)?.run(),
+    };
+    tracing::info!(
+        public = %runtime.config.public.url,
+        login = %runtime.config.login.url,
+        "idp listening"
+    );
+    tokio::try_join!(public, login)?;
+    Ok(())
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}

@@ -1,0 +1,123 @@
+//! Helpers shared by the integration tests: service URLs from the environment, unique
+//! names, a throw-away PostgreSQL database.
+
+#![allow(dead_code)]
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+/// The URL of a test service from `var`. When unset: with `CI` set, the test fails (CI
+/// must run every tier); otherwise it prints a notice and the caller skips.
+pub fn service_url(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{var} is not set, but CI is: the {what} tests must run in CI \
+                 (e.g. {var}={example})",
+                example = match var {
+                    "IDP_TEST_POSTGRES_URL" => "postgres://postgres@127.0.0.1:5432/test",
+                    _ => "redis://127.0.0.1:6379",
+                }
+            );
+            eprintln!("SKIPPED: the {what} tests need {var} (a {what} URL); it is not set");
+            None
+        }
+    }
+}
+
+/// 16 hex digits unlikely to repeat across processes and calls.
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
+/// `url` with its database (path) replaced by `database`; the query string is kept.
+pub fn with_database(url: &str, database: &str) -> String {
+    let scheme_end = url.find("://").expect("a postgres:// URL") + 3;
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let query = rest[authority_end..]
+        .find('?')
+        .map(|q| &rest[authority_end + q..])
+        .unwrap_or_default();
+    format!(
+        "{}{}/{database}{query}",
+        &url[..scheme_end],
+        &rest[..authority_end]
+    )
+}
+
+/// A fresh PostgreSQL database `idp_test_<random>`, dropped (with its connections) when
+/// this value is dropped. Declare it before the `Database` that uses it, so it drops last.
+pub struct PgTestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgTestDatabase {
+    pub fn create(admin_url: &str) -> Self {
+        let name = format!("idp_test_{}", unique_suffix());
+        let mut admin = PgConnection::establish(admin_url)
+            .expect("connecting to IDP_TEST_POSTGRES_URL (is PostgreSQL running?)");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("creating the test database");
+        let url = with_database(admin_url, &name);
+        Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for PgTestDatabase {
+    fn drop(&mut self) {
+        match PgConnection::establish(&self.admin_url) {
+            Ok(mut admin) => {
+                if let Err(e) = admin.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                )) {
+                    eprintln!("could not drop test database {}: {e}", self.name);
+                }
+            }
+            Err(e) => eprintln!("could not drop test database {}: {e}", self.name),
+        }
+    }
+}
+
+#[test]
+fn database_is_replaced_in_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgresql://u:p@h/test?sslmode=disable", "x"),
+        "postgresql://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    assert_eq!(with_database("postgres://h?a=b", "x"), "postgres://h/x?a=b");
+}

@@ -1,0 +1,2 @@
+DROP INDEX doctors_hpki_holder_id_key;
+DROP TABLE doctors;
