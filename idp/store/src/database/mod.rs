@@ -239,6 +239,9 @@ impl Database {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| format!("cannot create directory {}: {e}", parent.display()))?;
             }
+            // One connection up front: a wrong URL or an unreachable server fails here at
+            // once, with the driver's reason, instead of after the pool's timeout.
+            r2d2::ManageConnection::connect(&manager).map_err(|e| e.to_string())?;
             builder.build(manager).map_err(|e| e.to_string())
         })
         .await

@@ -59,6 +59,12 @@ impl RedisStore {
             endpoint: redacted.to_string(),
             reason: redacted.scrub(&e.to_string()),
         };
+        if url.starts_with("rediss://") && rustls::crypto::CryptoProvider::get_default().is_none() {
+            // The process has not chosen a rustls provider yet (the server installs ring at
+            // start-up); choose the project's one rather than let redis panic. Losing a race
+            // with another installer is fine: a provider is then installed either way.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = Client::open(url).map_err(fail)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
