@@ -41,6 +41,8 @@
 //!
 //! [`StoreError::Corrupt`]: idp_core::store::StoreError::Corrupt
 
+#![warn(missing_docs)]
+
 pub mod csv_import;
 mod database;
 mod ephemeral;
