@@ -244,10 +244,10 @@ impl LoginService {
         if self.failures(&address_key).await? >= limit.per_address {
             return Err(LoginError::RateLimited);
         }
-        if let Some(key) = &certificate_key {
-            if self.failures(key).await? >= limit.per_certificate {
-                return Err(LoginError::RateLimited);
-            }
+        if let Some(key) = &certificate_key
+            && self.failures(key).await? >= limit.per_certificate
+        {
+            return Err(LoginError::RateLimited);
         }
         let credential = match peer.and_then(|peer| self.validator.validate(&peer, now)) {
             Ok(credential) => credential,

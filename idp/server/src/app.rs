@@ -487,20 +487,18 @@ async fn session_json(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
 async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     // A cross-site form cannot log a doctor out: SameSite=Lax keeps the cookie off
     // cross-site POSTs, and a foreign Origin is refused outright.
-    if let Some(origin) = req
+    let origin = req
         .headers()
         .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    {
-        if origin != state.runtime.config.public.url {
-            return HttpResponse::Forbidden().finish();
-        }
+        .and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|origin| origin != state.runtime.config.public.url) {
+        return HttpResponse::Forbidden().finish();
     }
-    if let Some(id) = cookie_secret(&req, SESSION_COOKIE) {
-        if let Err(e) = state.login.sessions().end(&id).await {
-            tracing::error!(error = %e, "logout: session store unavailable");
-            return HttpResponse::ServiceUnavailable().finish();
-        }
+    if let Some(id) = cookie_secret(&req, SESSION_COOKIE)
+        && let Err(e) = state.login.sessions().end(&id).await
+    {
+        tracing::error!(error = %e, "logout: session store unavailable");
+        return HttpResponse::ServiceUnavailable().finish();
     }
     let mut response = see_other("/");
     let _ = response.add_cookie(&removal(SESSION_COOKIE));

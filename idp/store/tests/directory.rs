@@ -386,6 +386,7 @@ async fn connection_errors_never_show_the_password() {
             .await
             .expect_err("nothing listens on port 1");
         let shown = format!("{error} {error:?}");
+        eprintln!("{error}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("127.0.0.1:1"), "{shown}");
     }

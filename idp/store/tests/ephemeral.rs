@@ -343,6 +343,7 @@ async fn redis_errors_never_show_the_password() {
             .await
             .expect_err("nothing listens on port 1");
         let shown = format!("{error} {error:?}");
+        eprintln!("{error}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("***"), "{shown}");
     }

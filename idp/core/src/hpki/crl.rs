@@ -80,17 +80,17 @@ impl IssuerCrl {
         if !ca.may_sign_crls() {
             return Err(CrlError::NotCrlSigner(issuer));
         }
-        crl.verify_signature(&ca.parsed().public_key())
+        crl.verify_signature(ca.parsed().public_key())
             .map_err(|_| CrlError::BadSignature(issuer.clone()))?;
         for ext in crl.extensions() {
             if ext.oid == OID_X509_EXT_DELTA_CRL_INDICATOR {
                 return Err(CrlError::Unsupported("delta CRL"));
             }
             if ext.oid == OID_X509_EXT_ISSUER_DISTRIBUTION_POINT {
-                if let ParsedExtension::IssuingDistributionPoint(idp) = ext.parsed_extension() {
-                    if idp.indirect_crl || idp.only_some_reasons.is_some() {
-                        return Err(CrlError::Unsupported("indirect or partitioned CRL"));
-                    }
+                if let ParsedExtension::IssuingDistributionPoint(idp) = ext.parsed_extension()
+                    && (idp.indirect_crl || idp.only_some_reasons.is_some())
+                {
+                    return Err(CrlError::Unsupported("indirect or partitioned CRL"));
                 }
             } else if ext.critical
                 && matches!(

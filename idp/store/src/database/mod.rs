@@ -229,7 +229,7 @@ impl Database {
 
         let connect_error = |reason: String| Error::Connect {
             endpoint: redacted.to_string(),
-            reason: redacted.scrub(&reason),
+            reason: redacted.scrub(reason.trim_end()),
         };
         let pool = tokio::task::spawn_blocking(move || {
             if let Target::SqliteFile(path) = &target

@@ -76,9 +76,18 @@ impl PgTestDatabase {
         let name = format!("idp_test_{}", unique_suffix());
         let mut admin = PgConnection::establish(admin_url)
             .expect("connecting to IDP_TEST_POSTGRES_URL (is PostgreSQL running?)");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("creating the test database");
+        // A linguistic (ICU en-US) default collation where the server has one, so that
+        // tests notice a column that relies on the database's default ordering; a plain
+        // database otherwise.
+        let icu = format!(
+            "CREATE DATABASE {name} TEMPLATE template0 \
+             LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        );
+        if admin.batch_execute(&icu).is_err() {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .expect("creating the test database");
+        }
         let url = with_database(admin_url, &name);
         Self {
             admin_url: admin_url.to_owned(),
