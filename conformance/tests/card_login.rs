@@ -589,3 +589,143 @@ async fn logins_work_on_postgres_and_redis() {
     drop(server);
     psql(&format!("DROP DATABASE IF EXISTS {name}"));
 }
+
+#[tokio::test]
+async fn crls_are_fetched_from_allow_listed_urls() {
+    let pki = pki();
+    let crl = std::fs::read(pki.path("crl/jma-ca.crl")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let crl = crl.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    crl.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&crl).await;
+            });
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}/");
+    let server = start(
+        pki,
+        ServerOptions {
+            // Only the root's CRL from a file; the issuing CA's comes from the URL.
+            crl_files: Some(vec![pki.path("crl/root.crl")]),
+            revocation_extra: format!(
+                "crl_urls = [\"{base}jma-ca.crl\"]\nallowed_url_prefixes = [\"{base}\"]"
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match login(&server, pki, "doctor").await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "CRL never fetched: {e}\n{}",
+                    server.log()
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
+    assert_eq!(
+        login(&server, pki, "revoked").await,
+        Err("403 revoked".into())
+    );
+    served.abort();
+}
+
+/// A client certificate that is garbage, truncated, oversized, or part of an over-long
+/// chain ends the handshake; the server keeps serving.
+#[tokio::test]
+async fn malformed_client_certificates_end_the_handshake_cleanly() {
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct Present(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::client::ResolvesClientCert for Present {
+        fn resolve(
+            &self,
+            _: &[&[u8]],
+            _: &[rustls::SignatureScheme],
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    let pki = pki();
+    let server = start(pki, ServerOptions::default());
+    let card = pki.manifest.card("doctor").unwrap();
+    let good = harness::certs(&pki.path(&card.chain));
+    let key = harness::provider()
+        .key_provider
+        .load_private_key(harness::key(&pki.path(&card.key)))
+        .unwrap();
+    let leaf = good[0].as_ref().to_vec();
+    let der = |bytes: Vec<u8>| rustls_pki_types::CertificateDer::from(bytes);
+    let chains: Vec<(&str, Vec<rustls_pki_types::CertificateDer<'static>>)> = vec![
+        ("garbage", vec![der(b"not a certificate at all".to_vec())]),
+        ("truncated", vec![der(leaf[..leaf.len() / 2].to_vec())]),
+        (
+            "huge",
+            vec![der(
+                [vec![0x30, 0x82, 0x4e, 0x20], vec![0u8; 20_000]].concat()
+            )],
+        ),
+        (
+            "too many",
+            std::iter::repeat_n(good[1].clone(), 7).fold(vec![good[0].clone()], |mut v, c| {
+                v.push(c);
+                v
+            }),
+        ),
+    ];
+    for (what, chain) in chains {
+        let resolver = Arc::new(Present(Arc::new(rustls::sign::CertifiedKey::new(
+            chain,
+            key.clone(),
+        ))));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in harness::certs(&pki.path(&pki.manifest.server.ca)) {
+            roots.add(cert).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(harness::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_cert_resolver(resolver);
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let (_, login_url) = start_login(&server, &client(pki, None)).await;
+        assert!(
+            matches!(present(&http, &login_url).await, CardStep::Handshake(_)),
+            "{what} must not complete a handshake"
+        );
+    }
+    // Still serving.
+    assert!(
+        login(&server, pki, "doctor").await.is_ok(),
+        "{}",
+        server.log()
+    );
+}

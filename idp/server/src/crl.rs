@@ -25,23 +25,22 @@ pub fn crl_der(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn install_file(validator: &HpkiValidator, path: &Path) -> Result<Installed, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let der = crl_der(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    validator
-        .install_crl(&der, &path.display().to_string())
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Installs every configured CRL file, or names the first that fails.
+/// Installs every configured CRL file at start-up, or names the first that fails.
 pub fn load_files(validator: &HpkiValidator, files: &[PathBuf]) -> Result<(), String> {
     for path in files {
-        install_file(validator, path)?;
+        let failed = |e: String| format!("{}: {e}", path.display());
+        let bytes = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+        let der = crl_der(bytes).map_err(failed)?;
+        validator
+            .install_crl(&der, &path.display().to_string())
+            .map_err(|e| failed(e.to_string()))?;
     }
     Ok(())
 }
 
 /// Re-reads changed files and fetches URLs every `interval`, for the life of the process.
+/// URLs are fetched at once on start. Parsing and signature checks run on the blocking
+/// pool, never on the workers that serve logins; the new CRL is swapped in atomically.
 pub fn spawn_reloader(
     validator: Arc<HpkiValidator>,
     files: Vec<PathBuf>,
@@ -49,11 +48,11 @@ pub fn spawn_reloader(
     interval: Duration,
 ) {
     tokio::spawn(async move {
-        let client = reqwest::Client::builder()
+        let client = match reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
-            .build();
-        let client = match client {
+            .build()
+        {
             Ok(client) => Some(client),
             Err(e) => {
                 tracing::error!(error = %e, "CRL fetcher unavailable");
@@ -67,32 +66,22 @@ pub fn spawn_reloader(
             }
         }
         let mut ticker = tokio::time::interval(interval);
-        ticker.tick().await;
+        let mut first = true;
         loop {
             ticker.tick().await;
-            for path in &files {
-                let Ok(bytes) = tokio::fs::read(path).await else {
-                    tracing::warn!(path = %path.display(), "CRL file unreadable; keeping the CRL in force");
-                    continue;
-                };
-                let digest: [u8; 32] = Sha256::digest(&bytes).into();
-                if seen.get(path) == Some(&digest) {
-                    continue;
-                }
-                match install_file(&validator, path) {
-                    Ok(outcome) => {
-                        seen.insert(path.clone(), digest);
-                        tracing::info!(path = %path.display(), ?outcome, "CRL reloaded");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "CRL not reloaded; keeping the CRL in force")
-                    }
+            if !first {
+                for path in &files {
+                    reload_file(&validator, path, &mut seen).await;
                 }
             }
+            first = false;
             if let Some(client) = &client {
                 for url in &urls {
-                    if let Err(e) = fetch(client, &validator, url).await {
-                        tracing::warn!(%url, error = %e, "CRL fetch failed; keeping the CRL in force");
+                    match fetch(client, &validator, url).await {
+                        Ok(outcome) => tracing::debug!(%url, ?outcome, "CRL fetched"),
+                        Err(e) => {
+                            tracing::warn!(%url, error = %e, "CRL fetch failed; keeping the CRL in force")
+                        }
                     }
                 }
             }
@@ -100,9 +89,50 @@ pub fn spawn_reloader(
     });
 }
 
+async fn reload_file(
+    validator: &Arc<HpkiValidator>,
+    path: &Path,
+    seen: &mut HashMap<PathBuf, [u8; 32]>,
+) {
+    let Ok(bytes) = tokio::fs::read(path).await else {
+        tracing::warn!(path = %path.display(), "CRL file unreadable; keeping the CRL in force");
+        return;
+    };
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    if seen.get(path) == Some(&digest) {
+        return;
+    }
+    let source = path.display().to_string();
+    match install_off_thread(validator.clone(), bytes, source).await {
+        Ok(outcome) => {
+            seen.insert(path.to_owned(), digest);
+            tracing::info!(path = %path.display(), ?outcome, "CRL reloaded");
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "CRL not reloaded; keeping the CRL in force")
+        }
+    }
+}
+
+/// Parses, verifies and installs on the blocking pool.
+async fn install_off_thread(
+    validator: Arc<HpkiValidator>,
+    bytes: Vec<u8>,
+    source: String,
+) -> Result<Installed, String> {
+    tokio::task::spawn_blocking(move || {
+        let der = crl_der(bytes)?;
+        validator
+            .install_crl(&der, &source)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 async fn fetch(
     client: &reqwest::Client,
-    validator: &HpkiValidator,
+    validator: &Arc<HpkiValidator>,
     url: &str,
 ) -> Result<Installed, String> {
     let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;
@@ -116,6 +146,5 @@ async fn fetch(
         }
         body.extend_from_slice(&chunk);
     }
-    let der = crl_der(body)?;
-    validator.install_crl(&der, url).map_err(|e| e.to_string())
+    install_off_thread(validator.clone(), body, url.to_owned()).await
 }
