@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer, web};
 use idp_core::hpki::HpkiValidator;
 use idp_core::login::LoginService;
@@ -113,6 +114,14 @@ pub async fn run(state: web::Data<AppState>) -> Result<(), StartError> {
     );
     tokio::try_join!(public, login)?;
     Ok(())
+}
+
+/// Headers on every response of both origins.
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("Strict-Transport-Security", "max-age=31536000"))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
 }
 
 fn workers() -> usize {
