@@ -339,8 +339,8 @@ async fn unknown_holders_follow_the_configured_policy() {
 async fn proxy_headers_are_accepted_only_from_trusted_proxies_and_validated_again() {
     use base64::Engine as _;
     let pki = pki();
-    let b64 = |path: &str| {
-        harness::certs(&pki.path(path))
+    let b64 = |card: &str| {
+        harness::certs(&pki.path(&pki.manifest.card(card).unwrap().chain))
             .iter()
             .map(|c| {
                 format!(
@@ -350,30 +350,43 @@ async fn proxy_headers_are_accepted_only_from_trusted_proxies_and_validated_agai
             })
             .collect::<Vec<_>>()
     };
-    let doctor = b64(&pki.manifest.card("doctor").unwrap().chain);
-    let proxy_login = |server: &harness::Server, path: &str| {
-        format!("http://127.0.0.1:{}{path}", server.login_port)
-    };
-    let plain = client(pki, None);
-
-    let trusted = start(
-        pki,
-        ServerOptions {
-            login_extra:
-                "client_certificate = \"rfc9440_proxy\"\ntrusted_proxies = [\"127.0.0.1\"]".into(),
-            ..ServerOptions::default()
-        },
-    );
     let browser = client(pki, None);
-    let (binding, login_url) = start_login(&trusted, &browser).await;
-    let query = login_url.split_once('?').unwrap().1;
-    let response = plain
-        .get(proxy_login(&trusted, &format!("/login/hpki?{query}")))
-        .header("Client-Cert", &doctor[0])
-        .header("Client-Cert-Chain", doctor[1..].join(", "))
-        .send()
-        .await
-        .unwrap();
+    // What a TLS-terminating proxy sends to the login listener (plain HTTP behind it).
+    let via_proxy = |server: &harness::Server, client_cert: String, chain: String| {
+        let browser = browser.clone();
+        let url = format!("http://127.0.0.1:{}/login/hpki", server.login_port);
+        let public = server.public("");
+        async move {
+            let response = browser
+                .get(format!("{public}/login?return_to=/api/session"))
+                .send()
+                .await
+                .unwrap();
+            let binding = harness::cookie(&response, "__Host-idp_login").unwrap();
+            let query = harness::location(&response)
+                .split_once('?')
+                .unwrap()
+                .1
+                .to_owned();
+            let mut request = browser
+                .get(format!("{url}?{query}"))
+                .header("Client-Cert", client_cert);
+            if !chain.is_empty() {
+                request = request.header("Client-Cert-Chain", chain);
+            }
+            (binding, request.send().await.unwrap())
+        }
+    };
+    let proxy_mode = |trusted: &str| ServerOptions {
+        login_extra: format!(
+            "client_certificate = \"rfc9440_proxy\"\ntrusted_proxies = [\"{trusted}\"]"
+        ),
+        ..ServerOptions::default()
+    };
+
+    let trusted = start(pki, proxy_mode("127.0.0.1"));
+    let doctor = b64("doctor");
+    let (binding, response) = via_proxy(&trusted, doctor[0].clone(), doctor[1..].join(", ")).await;
     assert_eq!(response.status(), 303, "{}", trusted.log());
     let url = harness::location(&response);
     assert!(complete(&browser, &url, Some(&binding)).await.is_ok());
@@ -384,27 +397,12 @@ async fn proxy_headers_are_accepted_only_from_trusted_proxies_and_validated_agai
         "no-colons".to_owned(),
         format!(":{}:", "A".repeat(30_000)),
     ] {
-        let (_, login_url) = start_login(&trusted, &browser).await;
-        let query = login_url.split_once('?').unwrap().1;
-        let response = plain
-            .get(proxy_login(&trusted, &format!("/login/hpki?{query}")))
-            .header("Client-Cert", value)
-            .send()
-            .await
-            .unwrap();
+        let (_, response) = via_proxy(&trusted, value, String::new()).await;
         assert!(response.status().is_client_error(), "{}", response.status());
     }
     // A bad card through the proxy is validated again and refused.
-    let expired = b64(&pki.manifest.card("expired").unwrap().chain);
-    let (_, login_url) = start_login(&trusted, &browser).await;
-    let query = login_url.split_once('?').unwrap().1;
-    let response = plain
-        .get(proxy_login(&trusted, &format!("/login/hpki?{query}")))
-        .header("Client-Cert", &expired[0])
-        .header("Client-Cert-Chain", expired[1..].join(", "))
-        .send()
-        .await
-        .unwrap();
+    let expired = b64("expired");
+    let (_, response) = via_proxy(&trusted, expired[0].clone(), expired[1..].join(", ")).await;
     assert_eq!(response.status(), 403);
     assert_eq!(
         harness::reason(&response.text().await.unwrap()).as_deref(),
@@ -412,23 +410,8 @@ async fn proxy_headers_are_accepted_only_from_trusted_proxies_and_validated_agai
     );
 
     // The same headers from an address that is not a trusted proxy are refused.
-    let untrusted = start(
-        pki,
-        ServerOptions {
-            login_extra:
-                "client_certificate = \"rfc9440_proxy\"\ntrusted_proxies = [\"192.0.2.1\"]".into(),
-            ..ServerOptions::default()
-        },
-    );
-    let (_, login_url) = start_login(&untrusted, &browser).await;
-    let query = login_url.split_once('?').unwrap().1;
-    let response = plain
-        .get(proxy_login(&untrusted, &format!("/login/hpki?{query}")))
-        .header("Client-Cert", &doctor[0])
-        .header("Client-Cert-Chain", doctor[1..].join(", "))
-        .send()
-        .await
-        .unwrap();
+    let untrusted = start(pki, proxy_mode("192.0.2.1"));
+    let (_, response) = via_proxy(&untrusted, doctor[0].clone(), doctor[1..].join(", ")).await;
     assert_eq!(response.status(), 400);
     assert_eq!(
         harness::reason(&response.text().await.unwrap()).as_deref(),

@@ -547,34 +547,25 @@ fn make_cas(seed: &str, t: OffsetDateTime) -> Result<Cas, Error> {
             None,
         )
     };
-    let jma_params = pki::ca_params(
-        jma_dn("HPKI Test JMA CA", "jma-ca")?,
-        pki::add_years(t, -1),
-        pki::add_years(t, 10),
-        pki::serial(seed, "ca/jma-ca"),
-        Some(0),
-        Some(&crl_url("root")),
-    );
-    let jma = pki::sub_ca(
-        "jma-ca",
-        jma_params,
-        pki::derive_key(seed, "ca/jma-ca")?,
-        &root,
-    )?;
-    let jma2_params = pki::ca_params(
-        jma_dn("HPKI Test JMA CA 2", "jma-ca-2")?,
-        pki::add_years(t, -1),
-        pki::add_years(t, 10),
-        pki::serial(seed, "ca/jma-ca-2"),
-        Some(0),
-        Some(&crl_url("root")),
-    );
-    let jma2 = pki::sub_ca(
-        "jma-ca-2",
-        jma2_params,
-        pki::derive_key(seed, "ca/jma-ca-2")?,
-        &root,
-    )?;
+    // Two issuing CAs under the root; only the first is configured as an intermediate.
+    let issuing_ca = |name: &'static str, cn: &str| -> Result<_, Error> {
+        let params = pki::ca_params(
+            jma_dn(cn, name)?,
+            pki::add_years(t, -1),
+            pki::add_years(t, 10),
+            pki::serial(seed, &format!("ca/{name}")),
+            Some(0),
+            Some(&crl_url("root")),
+        );
+        pki::sub_ca(
+            name,
+            params,
+            pki::derive_key(seed, &format!("ca/{name}"))?,
+            &root,
+        )
+    };
+    let jma = issuing_ca("jma-ca", "HPKI Test JMA CA")?;
+    let jma2 = issuing_ca("jma-ca-2", "HPKI Test JMA CA 2")?;
 
     let unknown_params = pki::ca_params(
         pki::dn(
