@@ -424,14 +424,17 @@ async fn pages_are_japanese_first_with_english_available() {
     let pki = pki();
     let server = start(pki, ServerOptions::default());
     let http = client(pki, None);
-    let ja = http
-        .get(server.public("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let response = http.get(server.public("/")).send().await.unwrap();
+    let headers = response.headers().clone();
+    assert_eq!(headers["strict-transport-security"], "max-age=31536000");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let ja = response.text().await.unwrap();
     assert!(ja.contains("<html lang=\"ja\">") && ja.contains("医師資格証"));
     let en = http
         .get(server.public("/?lang=en"))

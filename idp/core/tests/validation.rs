@@ -343,3 +343,61 @@ fn garbage_truncated_and_huge_chains_are_clean_refusals() {
         );
     }
 }
+
+#[test]
+fn the_revocation_policy_can_be_relaxed_for_one_issuer_only() {
+    let f = fixture();
+    let late = ISSUED_AT + time::Duration::days(365 * 4);
+    let jma_subject = {
+        let pem = pem_certs(&f.root.join(&f.manifest.trust.intermediates[0]));
+        let (_, cert) = x509_parser::parse_x509_certificate(pem[0].as_ref()).unwrap();
+        cert.subject().as_raw().to_vec()
+    };
+    let policy = ValidationPolicy {
+        revocation_overrides: [(
+            jma_subject,
+            RevocationPolicy {
+                when_missing: RevocationFailure::HardFail,
+                when_stale: RevocationFailure::SoftFail,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..default_policy()
+    };
+    let v = validator(policy);
+    let short = |ca: &str, number: u64| {
+        idp_devpki::issue_crl_der(
+            &f.root,
+            &f.manifest,
+            ca,
+            &[],
+            ISSUED_AT,
+            ISSUED_AT + time::Duration::days(7),
+            number,
+        )
+        .unwrap()
+    };
+    // Only the JMA CA's CRL is stale: its cards pass (soft-fail), recorded as unchecked.
+    v.install_crl(&short("jma-ca", 60), "short").unwrap();
+    let fresh_root = idp_devpki::issue_crl_der(
+        &f.root,
+        &f.manifest,
+        "root",
+        &[],
+        ISSUED_AT,
+        late + time::Duration::days(1),
+        60,
+    )
+    .unwrap();
+    v.install_crl(&fresh_root, "fresh").unwrap();
+    let credential = v.validate(&peer("doctor"), late).unwrap();
+    assert_eq!(credential.revocation()[0].status, "unchecked_stale_crl");
+    assert_eq!(credential.revocation()[1].status, "good");
+    // The root's CRL stale too: the root keeps the default hard-fail.
+    v.install_crl(&short("root", 61), "short").unwrap();
+    assert!(matches!(
+        v.validate(&peer("doctor"), late),
+        Err(HpkiRefusal::RevocationStale { .. })
+    ));
+}

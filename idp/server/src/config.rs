@@ -102,9 +102,13 @@ pub struct Revocation {
     pub crl_urls: Vec<String>,
     #[serde(default)]
     pub allowed_url_prefixes: Vec<String>,
-    /// Seconds between re-reads of files and re-fetches of URLs.
+    /// Seconds between checks of the files (and retries of failed fetches).
     #[serde(default = "default_reload_secs")]
     pub reload_secs: u64,
+    /// A URL's CRL is fetched again at its nextUpdate, and at the latest this many seconds
+    /// after the last fetch.
+    #[serde(default = "default_url_refresh_secs")]
+    pub url_refresh_secs: u64,
     #[serde(default)]
     pub when_missing: RevocationFailure,
     #[serde(default)]
@@ -121,6 +125,7 @@ impl Default for Revocation {
             crl_urls: Vec::new(),
             allowed_url_prefixes: Vec::new(),
             reload_secs: default_reload_secs(),
+            url_refresh_secs: default_url_refresh_secs(),
             when_missing: RevocationFailure::HardFail,
             when_stale: RevocationFailure::HardFail,
             overrides: Vec::new(),
@@ -130,6 +135,10 @@ impl Default for Revocation {
 
 fn default_reload_secs() -> u64 {
     60
+}
+
+fn default_url_refresh_secs() -> u64 {
+    3600
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use idp_core::hpki::{HpkiValidator, Installed};
+use idp_core::hpki::{HpkiValidator, Installed, IssuerCrl};
 use sha2::{Digest, Sha256};
 
 /// The largest CRL we accept (a 100,000-entry CRL is about 4 MB).
@@ -46,6 +46,7 @@ pub fn spawn_reloader(
     files: Vec<PathBuf>,
     urls: Vec<String>,
     interval: Duration,
+    url_refresh: Duration,
 ) {
     tokio::spawn(async move {
         let client = match reqwest::Client::builder()
@@ -67,6 +68,7 @@ pub fn spawn_reloader(
         }
         let mut ticker = tokio::time::interval(interval);
         let mut first = true;
+        let mut due: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             ticker.tick().await;
             if !first {
@@ -76,11 +78,19 @@ pub fn spawn_reloader(
             }
             first = false;
             if let Some(client) = &client {
+                let now = tokio::time::Instant::now();
                 for url in &urls {
+                    if due.get(url).is_some_and(|at| *at > now) {
+                        continue;
+                    }
                     match fetch(client, &validator, url).await {
-                        Ok(outcome) => tracing::debug!(%url, ?outcome, "CRL fetched"),
+                        Ok((outcome, next_update)) => {
+                            tracing::debug!(%url, ?outcome, "CRL fetched");
+                            due.insert(url.clone(), now + until_refetch(next_update, url_refresh));
+                        }
                         Err(e) => {
-                            tracing::warn!(%url, error = %e, "CRL fetch failed; keeping the CRL in force")
+                            tracing::warn!(%url, error = %e, "CRL fetch failed; keeping the CRL in force");
+                            due.remove(url);
                         }
                     }
                 }
@@ -104,7 +114,7 @@ async fn reload_file(
     }
     let source = path.display().to_string();
     match install_off_thread(validator.clone(), bytes, source).await {
-        Ok(outcome) => {
+        Ok((outcome, _)) => {
             seen.insert(path.to_owned(), digest);
             tracing::info!(path = %path.display(), ?outcome, "CRL reloaded");
         }
@@ -114,17 +124,27 @@ async fn reload_file(
     }
 }
 
-/// Parses, verifies and installs on the blocking pool.
+/// How long until a URL's CRL is fetched again: at its nextUpdate, at most `refresh`.
+fn until_refetch(next_update: Option<time::OffsetDateTime>, refresh: Duration) -> Duration {
+    next_update
+        .map(|next| next - time::OffsetDateTime::now_utc())
+        .and_then(|left| Duration::try_from(left).ok())
+        .map_or(refresh, |left| left.min(refresh))
+}
+
+/// Parses, verifies and installs on the blocking pool; returns the CRL's nextUpdate.
 async fn install_off_thread(
     validator: Arc<HpkiValidator>,
     bytes: Vec<u8>,
     source: String,
-) -> Result<Installed, String> {
+) -> Result<(Installed, Option<time::OffsetDateTime>), String> {
     tokio::task::spawn_blocking(move || {
         let der = crl_der(bytes)?;
-        validator
-            .install_crl(&der, &source)
-            .map_err(|e| e.to_string())
+        let crl = IssuerCrl::parse_and_verify(&der, validator.trust().cas(), &source)
+            .map_err(|e| e.to_string())?;
+        let next_update = crl.next_update();
+        let outcome = validator.crls().install(crl).map_err(|e| e.to_string())?;
+        Ok((outcome, next_update))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -134,7 +154,7 @@ async fn fetch(
     client: &reqwest::Client,
     validator: &Arc<HpkiValidator>,
     url: &str,
-) -> Result<Installed, String> {
+) -> Result<(Installed, Option<time::OffsetDateTime>), String> {
     let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));

@@ -53,6 +53,7 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         runtime.crl_files.clone(),
         runtime.config.hpki.revocation.crl_urls.clone(),
         Duration::from_secs(runtime.config.hpki.revocation.reload_secs.max(1)),
+        Duration::from_secs(runtime.config.hpki.revocation.url_refresh_secs.max(1)),
     );
     let sessions = Sessions::new(ephemeral.clone(), runtime.session);
     let login = LoginService::new(
@@ -79,6 +80,7 @@ pub async fn run(state: web::Data<AppState>) -> Result<(), StartError> {
     let public_state = state.clone();
     let public = HttpServer::new(move || {
         App::new()
+            .wrap(security_headers())
             .app_data(public_state.clone())
             .configure(public_routes)
     })
@@ -91,6 +93,7 @@ pub async fn run(state: web::Data<AppState>) -> Result<(), StartError> {
     let login_state = state.clone();
     let login_builder = HttpServer::new(move || {
         App::new()
+            .wrap(security_headers())
             .app_data(login_state.clone())
             .configure(login_routes)
     })

@@ -183,3 +183,22 @@ fn proxy_mode_needs_trusted_proxies() {
     let err = load(&text).unwrap_err();
     assert!(err.contains("login.trusted_proxies"), "{err}");
 }
+
+#[test]
+fn environment_variables_override_the_file() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("idp.toml", &config_text(&good_anchor()))?;
+        jail.set_env("IDP__STORAGE__DATABASE", "postgres://idp@db.example/idp");
+        jail.set_env("IDP__SESSION__IDLE_SECS", "600");
+        jail.set_env("IDP__SESSION__ABSOLUTE_SECS", "3600");
+        let config = Config::load(Path::new("idp.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(config.storage.database, "postgres://idp@db.example/idp");
+        assert_eq!(config.session.idle_secs, 600);
+        // Variables outside the IDP__ prefix are not configuration.
+        jail.set_env("IDP_LOG", "debug");
+        jail.set_env("IDP__STORAGE__DATBASE", "typo");
+        let err = Config::load(Path::new("idp.toml")).unwrap_err().to_string();
+        assert!(err.contains("datbase"), "{err}");
+        Ok(())
+    });
+}
