@@ -1,6 +1,8 @@
 //! Start-up refuses a configuration that names a missing or invalid file, an unknown key,
 //! or a certificate that cannot serve its role, and says which.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// figment::Jail's closure returns figment's own (large) error type.
+#![allow(clippy::result_large_err)]
 
 use std::path::Path;
 use std::sync::OnceLock;
