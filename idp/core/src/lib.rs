@@ -6,6 +6,7 @@
 pub mod doctor;
 pub mod hpki;
 pub mod login;
+pub mod oidc;
 pub mod secret;
 pub mod session;
 pub mod store;

@@ -28,6 +28,13 @@ impl Secret {
         .then(|| Self(value.to_owned()))
     }
 
+    /// Wraps a client secret presented at the token endpoint: any printable ASCII, at
+    /// most 256 bytes (registered secrets may come from elsewhere than [`Secret::generate`]).
+    pub fn from_client_secret(value: &str) -> Option<Self> {
+        (!value.is_empty() && value.len() <= 256 && value.bytes().all(|b| b.is_ascii_graphic()))
+            .then(|| Self(value.to_owned()))
+    }
+
     /// The value itself, for the one place that must send it (a cookie, a redirect).
     pub fn dangerous_expose(&self) -> &str {
         &self.0
