@@ -5,6 +5,7 @@
 
 pub mod authorize;
 pub mod client;
+pub mod grant;
 pub mod keys;
 pub mod pkce;
 pub mod subject;
