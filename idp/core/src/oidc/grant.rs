@@ -157,14 +157,13 @@ impl Grants {
             .map_err(server_error)?
         else {
             // Unknown, expired or replayed. A replay revokes what the code issued.
-            if let Some(used) = self.store.take(&used_key).await.map_err(server_error)? {
-                if let Ok(used) = serde_json::from_slice::<UsedCode>(&used) {
-                    for token in used.access_tokens {
-                        self.store
-                            .delete(&format!("access:{token}"))
-                            .await
-                            .map_err(server_error)?;
-                    }
+            let used = self.store.take(&used_key).await.map_err(server_error)?;
+            if let Some(used) = used.and_then(|u| serde_json::from_slice::<UsedCode>(&u).ok()) {
+                for token in used.access_tokens {
+                    self.store
+                        .delete(&format!("access:{token}"))
+                        .await
+                        .map_err(server_error)?;
                 }
             }
             return Err(invalid_grant(
