@@ -4,6 +4,7 @@
 //! [`OAuthError`] to the wire in one place.
 
 pub mod authorize;
+pub mod claims;
 pub mod client;
 pub mod grant;
 pub mod keys;
