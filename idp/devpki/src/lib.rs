@@ -567,47 +567,20 @@ fn make_cas(seed: &str, t: OffsetDateTime) -> Result<Cas, Error> {
     let jma = issuing_ca("jma-ca", "HPKI Test JMA CA")?;
     let jma2 = issuing_ca("jma-ca-2", "HPKI Test JMA CA 2")?;
 
-    let unknown_params = pki::ca_params(
-        pki::dn(
-            "unknown-root",
-            true,
-            Some("Unknown Test"),
+    // Roots outside the HPKI trust: an unknown CA's root, and the TLS server root.
+    let other_root = |name: &'static str, org: &str, cn: &str| -> Result<_, Error> {
+        let params = pki::ca_params(
+            pki::dn(name, true, Some(org), None, cn, None)?,
+            pki::add_years(t, -1),
+            pki::add_years(t, 20),
+            pki::serial(seed, &format!("ca/{name}")),
             None,
-            "Unknown Test Root CA",
             None,
-        )?,
-        pki::add_years(t, -1),
-        pki::add_years(t, 20),
-        pki::serial(seed, "ca/unknown-root"),
-        None,
-        None,
-    );
-    let unknown = pki::self_signed_ca(
-        "unknown-root",
-        unknown_params,
-        pki::derive_key(seed, "ca/unknown-root")?,
-    )?;
-
-    let tls_params = pki::ca_params(
-        pki::dn(
-            "tls-root",
-            true,
-            Some("IdP Dev"),
-            None,
-            "Test TLS Root CA",
-            None,
-        )?,
-        pki::add_years(t, -1),
-        pki::add_years(t, 20),
-        pki::serial(seed, "ca/tls-root"),
-        None,
-        None,
-    );
-    let tls = pki::self_signed_ca(
-        "tls-root",
-        tls_params,
-        pki::derive_key(seed, "ca/tls-root")?,
-    )?;
+        );
+        pki::self_signed_ca(name, params, pki::derive_key(seed, &format!("ca/{name}"))?)
+    };
+    let unknown = other_root("unknown-root", "Unknown Test", "Unknown Test Root CA")?;
+    let tls = other_root("tls-root", "IdP Dev", "Test TLS Root CA")?;
     Ok(Cas {
         root,
         jma,
