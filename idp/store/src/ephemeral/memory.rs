@@ -126,6 +126,26 @@ impl MemoryStore {
     }
 
     /// Bookkeeping before a write: the periodic sweep, then the capacity check for `key`.
+    /// Stores `value` under `key` for `ttl` (capacity and sweeping as for every write).
+    fn write(
+        &self,
+        state: &mut State,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        self.prepare_write(state, key, now)?;
+        state.entries.insert(
+            key.to_owned(),
+            Entry {
+                value: value.to_vec(),
+                expires_at: expiry(now, ttl),
+            },
+        );
+        Ok(())
+    }
+
     fn prepare_write(&self, state: &mut State, key: &str, now: Instant) -> Result<(), StoreError> {
         state.writes_since_sweep += 1;
         let threshold = self.sweep_every.max(state.entries.len() / 4);
@@ -175,14 +195,7 @@ impl EphemeralStore for MemoryStore {
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut state = self.lock();
-        self.prepare_write(&mut state, key, now)?;
-        state.entries.insert(
-            key.to_owned(),
-            Entry {
-                value: value.to_vec(),
-                expires_at: expiry(now, ttl),
-            },
-        );
+        self.write(&mut state, key, value, ttl, now)?;
         Ok(())
     }
 
@@ -197,14 +210,7 @@ impl EphemeralStore for MemoryStore {
         if state.live(key, now).is_some() {
             return Ok(false);
         }
-        self.prepare_write(&mut state, key, now)?;
-        state.entries.insert(
-            key.to_owned(),
-            Entry {
-                value: value.to_vec(),
-                expires_at: expiry(now, ttl),
-            },
-        );
+        self.write(&mut state, key, value, ttl, now)?;
         Ok(true)
     }
 
