@@ -202,10 +202,6 @@ impl LoginService {
         &self.sessions
     }
 
-    pub fn validator(&self) -> &HpkiValidator {
-        &self.validator
-    }
-
     /// Remembers a login that should come back to `return_to`.
     pub async fn start(&self, return_to: ReturnTo) -> Result<StartedLogin, LoginError> {
         let started = StartedLogin {
@@ -259,10 +255,7 @@ impl LoginService {
                 return Err(refusal.into());
             }
         };
-        if self.store.get(&pending_key(request)).await?.is_none() {
-            return Err(LoginError::RequestExpired);
-        }
-        let doctor = self.doctor_for(&credential, now).await?;
+        // The request is spent once a valid card is presented, whatever follows.
         let pending: PendingLogin = decode(
             &self
                 .store
@@ -270,6 +263,7 @@ impl LoginService {
                 .await?
                 .ok_or(LoginError::RequestExpired)?,
         )?;
+        let doctor = self.doctor_for(&credential, now).await?;
         self.doctors.record_login(&doctor.id, now).await?;
         let display_name = doctor.profile.full_name();
         let ticket = Secret::generate();

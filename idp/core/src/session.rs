@@ -108,10 +108,9 @@ impl Session {
         let idle_end = self.last_seen + policy.idle;
         let absolute_end = self.auth_time + policy.absolute;
         let end = idle_end.min(absolute_end);
-        let left = end - now;
-        (left.is_positive())
-            .then(|| Duration::try_from(left).ok())
-            .flatten()
+        Duration::try_from(end - now)
+            .ok()
+            .filter(|left| !left.is_zero())
     }
 }
 
@@ -129,10 +128,6 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(store: Arc<dyn EphemeralStore>, policy: SessionPolicy) -> Self {
         Self { store, policy }
-    }
-
-    pub fn policy(&self) -> SessionPolicy {
-        self.policy
     }
 
     fn key(id: &Secret) -> String {

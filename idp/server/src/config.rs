@@ -280,17 +280,17 @@ impl Config {
             }
         }
         let public_identity = load_identity(
-            "public",
-            &resolve(&self.public.cert),
-            &resolve(&self.public.key),
+            ("public.cert", &resolve(&self.public.cert)),
+            ("public.key", &resolve(&self.public.key)),
         )?;
         let login_identity = match (&self.login.cert, &self.login.key) {
-            (Some(cert), Some(key)) => load_identity("login", &resolve(cert), &resolve(key))?,
-            (None, None) => load_identity(
-                "public",
-                &resolve(&self.public.cert),
-                &resolve(&self.public.key),
-            )?,
+            (Some(cert), Some(key)) => {
+                load_identity(("login.cert", &resolve(cert)), ("login.key", &resolve(key)))?
+            }
+            (None, None) => ServerIdentity {
+                chain: public_identity.chain.clone(),
+                key: public_identity.key.clone_key(),
+            },
             _ => {
                 return Err(ConfigError::Invalid {
                     key: "login.cert",
@@ -452,23 +452,10 @@ pub fn load_certs(
 }
 
 fn load_identity(
-    key: &'static str,
-    cert: &Path,
-    key_path: &Path,
+    (cert_name, cert): (&'static str, &Path),
+    (key_name, key_path): (&'static str, &Path),
 ) -> Result<ServerIdentity, ConfigError> {
-    let chain = load_certs(
-        if key == "login" {
-            "login.cert"
-        } else {
-            "public.cert"
-        },
-        cert,
-    )?;
-    let key_name = if key == "login" {
-        "login.key"
-    } else {
-        "public.key"
-    };
+    let chain = load_certs(cert_name, cert)?;
     let bytes = read(key_name, key_path)?;
     let private = rustls_pemfile::private_key(&mut bytes.as_slice())
         .map_err(|e| ConfigError::Read {

@@ -30,17 +30,30 @@ pub fn load_files(validator: &HpkiValidator, files: &[PathBuf]) -> Result<(), St
     for path in files {
         let failed = |e: String| format!("{}: {e}", path.display());
         let bytes = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
-        let der = crl_der(bytes).map_err(failed)?;
-        validator
-            .install_crl(&der, &path.display().to_string())
-            .map_err(|e| failed(e.to_string()))?;
+        install(validator, bytes, &path.display().to_string()).map_err(failed)?;
     }
     Ok(())
 }
 
-/// Re-reads changed files and fetches URLs every `interval`, for the life of the process.
-/// URLs are fetched at once on start. Parsing and signature checks run on the blocking
-/// pool, never on the workers that serve logins; the new CRL is swapped in atomically.
+/// Parses (DER or PEM), verifies and installs one CRL; returns its nextUpdate.
+fn install(
+    validator: &HpkiValidator,
+    bytes: Vec<u8>,
+    source: &str,
+) -> Result<(Installed, Option<time::OffsetDateTime>), String> {
+    let der = crl_der(bytes)?;
+    let crl = IssuerCrl::parse_and_verify(&der, validator.trust().cas(), source)
+        .map_err(|e| e.to_string())?;
+    let next_update = crl.next_update();
+    let outcome = validator.crls().install(crl).map_err(|e| e.to_string())?;
+    Ok((outcome, next_update))
+}
+
+/// Re-reads changed files every `interval`, for the life of the process. URLs are fetched
+/// at once on start, then again when the CRL's nextUpdate is due or `url_refresh` has
+/// passed, whichever is first (a failed fetch is retried every `interval`). Parsing and
+/// signature checks run on the blocking pool, never on the workers that serve logins; the
+/// new CRL is swapped in atomically.
 pub fn spawn_reloader(
     validator: Arc<HpkiValidator>,
     files: Vec<PathBuf>,
@@ -138,16 +151,9 @@ async fn install_off_thread(
     bytes: Vec<u8>,
     source: String,
 ) -> Result<(Installed, Option<time::OffsetDateTime>), String> {
-    tokio::task::spawn_blocking(move || {
-        let der = crl_der(bytes)?;
-        let crl = IssuerCrl::parse_and_verify(&der, validator.trust().cas(), &source)
-            .map_err(|e| e.to_string())?;
-        let next_update = crl.next_update();
-        let outcome = validator.crls().install(crl).map_err(|e| e.to_string())?;
-        Ok((outcome, next_update))
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    tokio::task::spawn_blocking(move || install(&validator, bytes, &source))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 async fn fetch(

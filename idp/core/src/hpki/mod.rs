@@ -539,12 +539,11 @@ fn check_intermediate_eku(cert: &X509Certificate<'_>) -> Result<(), HpkiRefusal>
     }
 }
 
+/// Chain errors other than validity times (those are told apart in `validate`).
 fn map_chain_error(error: webpki::Error) -> HpkiRefusal {
     match error {
         webpki::Error::UnknownIssuer => HpkiRefusal::UnknownIssuer,
         webpki::Error::InvalidSignatureForPublicKey => HpkiRefusal::BadSignature,
-        webpki::Error::CertExpired { .. } => HpkiRefusal::Expired,
-        webpki::Error::CertNotValidYet { .. } => HpkiRefusal::NotYetValid,
         webpki::Error::BadDer | webpki::Error::BadDerTime | webpki::Error::TrailingData(_) => {
             HpkiRefusal::Malformed(format!("{error:?}"))
         }
