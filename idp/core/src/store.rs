@@ -98,3 +98,165 @@ pub trait DoctorDirectory: Send + Sync + Debug {
     /// Checks that the database answers (readiness probe).
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// A signing key as stored: the private key as PKCS#8 PEM and when it starts signing.
+/// Keys are only ever inserted (and pruned long after retirement); which key signs and
+/// which are published is computed from the set (`oidc::keys::KeyRing`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: crate::oidc::client::SigningAlg,
+    pub pkcs8_pem: String,
+    pub created_at: OffsetDateTime,
+    /// When the key starts signing; it is published from `created_at`.
+    pub active_from: OffsetDateTime,
+}
+
+impl Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("active_from", &self.active_from)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Clients registered at run time (CLI, admin API) and from the configuration.
+#[async_trait]
+pub trait ClientStore: Send + Sync + Debug {
+    /// The client with this ID, if registered.
+    async fn client(&self, client_id: &str)
+    -> Result<Option<crate::oidc::client::ClientRegistration>, StoreError>;
+
+    /// All clients, ordered by client ID.
+    async fn clients(&self) -> Result<Vec<crate::oidc::client::ClientRegistration>, StoreError>;
+
+    /// Inserts or replaces the registration with this client ID.
+    async fn put_client(
+        &self,
+        client: &crate::oidc::client::ClientRegistration,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a client (and its consents and refresh tokens); returns whether it existed.
+    async fn remove_client(&self, client_id: &str) -> Result<bool, StoreError>;
+}
+
+/// Signing keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync + Debug {
+    /// Every stored key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Stores a new key. Fails with [`StoreError::Conflict`] on a duplicate kid.
+    async fn add_signing_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+
+    /// Deletes a key that is no longer published; returns whether it existed.
+    async fn remove_signing_key(&self, kid: &str) -> Result<bool, StoreError>;
+}
+
+/// A doctor's consent to release claims to a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consent {
+    pub doctor_id: DoctorId,
+    pub client_id: String,
+    /// The consented scopes (sorted, no duplicates).
+    pub scopes: Vec<String>,
+    /// The consented claim names (sorted, no duplicates).
+    pub claims: Vec<String>,
+    pub granted_at: OffsetDateTime,
+}
+
+/// Consents, per doctor and client.
+#[async_trait]
+pub trait ConsentStore: Send + Sync + Debug {
+    async fn consent(
+        &self,
+        doctor: &DoctorId,
+        client_id: &str,
+    ) -> Result<Option<Consent>, StoreError>;
+
+    /// Inserts or replaces the consent of `consent.doctor_id` for `consent.client_id`.
+    async fn put_consent(&self, consent: &Consent) -> Result<(), StoreError>;
+
+    /// Every consent of a doctor, ordered by client ID.
+    async fn consents_of(&self, doctor: &DoctorId) -> Result<Vec<Consent>, StoreError>;
+
+    /// Revokes a consent and every refresh token of that doctor and client, in one
+    /// transaction; returns whether a consent existed.
+    async fn revoke_consent(&self, doctor: &DoctorId, client_id: &str)
+    -> Result<bool, StoreError>;
+}
+
+/// A refresh token as stored: only the digest of the token is kept. Tokens of one
+/// authorization form a family; rotating a token marks it used and adds its successor;
+/// presenting a used token revokes the whole family (RFC 9700 §4.14.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub token_digest: String,
+    pub family_id: String,
+    pub client_id: String,
+    pub doctor_id: DoctorId,
+    /// The grant behind the family (scopes, claims request, auth_time, acr, amr, session
+    /// id, certificate binding), serialised as JSON by the caller.
+    pub grant: String,
+    pub issued_at: OffsetDateTime,
+    /// This token's end; never later than the family's.
+    pub expires_at: OffsetDateTime,
+    /// The end of the whole family (bounded lifetime, whatever the rotations).
+    pub family_expires_at: OffsetDateTime,
+}
+
+/// What presenting a refresh token found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live: it is now used and its successor is stored. Carries the
+    /// presented token's record.
+    Rotated(RefreshRecord),
+    /// The token had already been used: the whole family is now revoked.
+    Reused { family_id: String },
+    /// Unknown, expired, revoked, or issued to another client (nothing changed).
+    Invalid,
+}
+
+/// Refresh tokens.
+#[async_trait]
+pub trait RefreshTokenStore: Send + Sync + Debug {
+    /// Stores the first token of a family.
+    async fn insert_refresh(&self, record: &RefreshRecord) -> Result<(), StoreError>;
+
+    /// Atomically (one transaction; concurrent presentations of one token rotate it at
+    /// most once) checks the token with `presented_digest` for `client_id` at `now` and,
+    /// when live, marks it used and stores its successor under `next_digest`: same
+    /// family, client, doctor, grant and family end, issued at `now`, expiring at
+    /// `next_expires_at` or the family's end, whichever is first.
+    async fn rotate_refresh(
+        &self,
+        presented_digest: &str,
+        client_id: &str,
+        next_digest: &str,
+        next_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Rotation, StoreError>;
+
+    /// The live (unused, unrevoked, unexpired) token with this digest, if any.
+    async fn live_refresh(
+        &self,
+        token_digest: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<RefreshRecord>, StoreError>;
+
+    /// Revokes the family of the token with this digest if it belongs to `client_id`;
+    /// returns whether anything was revoked.
+    async fn revoke_refresh_family(
+        &self,
+        token_digest: &str,
+        client_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes records whose family ended before `before`; returns how many.
+    async fn prune_refresh(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+}

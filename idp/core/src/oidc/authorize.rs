@@ -300,17 +300,10 @@ mod tests {
 
     fn client() -> ClientRegistration {
         ClientRegistration {
-            client_id: "rp".into(),
-            name: "RP".into(),
-            secret_digest: None,
-            auth_method: TokenEndpointAuthMethod::ClientSecretBasic,
             redirect_uris: vec!["https://rp.example/cb".into()],
-            post_logout_redirect_uris: vec![],
             allowed_scopes: vec!["openid".into(), "profile".into(), "hpki".into()],
-            id_token_signed_response_alg: SigningAlg::RS256,
-            subject_type: SubjectType::Pairwise,
             sector: "rp.example".into(),
-            pre_approved: false,
+            ..ClientRegistration::new("rp", "RP", TokenEndpointAuthMethod::ClientSecretBasic)
         }
     }
 

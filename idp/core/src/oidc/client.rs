@@ -70,9 +70,52 @@ pub struct ClientRegistration {
     pub sector: String,
     /// Skip the consent page (first-party modules).
     pub pre_approved: bool,
+    /// Public keys of a `private_key_jwt` client (a JWKS document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<jsonwebtoken::jwk::JwkSet>,
+    /// RFC 8705 §2.1.2 `tls_client_auth_subject_dn` of a `tls_client_auth` client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// SHA-256 thumbprint (lowercase hex of the DER) of a `tls_client_auth` client's
+    /// certificate; either this or the subject DN identifies the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_certificate_sha256: Option<String>,
+    /// OIDC Back-Channel Logout 1.0 `backchannel_logout_uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout_uri: Option<String>,
+    /// Whether the client may receive refresh tokens (with the `offline_access` scope).
+    #[serde(default)]
+    pub refresh_tokens: bool,
 }
 
 impl ClientRegistration {
+    /// A registration with the defaults: scope `openid`, RS256 ID tokens, pairwise
+    /// subjects, consent asked, no refresh tokens, no redirect URIs yet.
+    pub fn new(
+        client_id: impl Into<String>,
+        name: impl Into<String>,
+        auth_method: TokenEndpointAuthMethod,
+    ) -> Self {
+        Self {
+            client_id: client_id.into(),
+            name: name.into(),
+            secret_digest: None,
+            auth_method,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            allowed_scopes: vec![idp_vocabulary::scope::OPENID.to_owned()],
+            id_token_signed_response_alg: SigningAlg::RS256,
+            subject_type: SubjectType::Pairwise,
+            sector: String::new(),
+            pre_approved: false,
+            jwks: None,
+            tls_client_auth_subject_dn: None,
+            tls_client_certificate_sha256: None,
+            backchannel_logout_uri: None,
+            refresh_tokens: false,
+        }
+    }
+
     /// Whether `uri` is registered, by exact string comparison (RFC 9700 §2.1).
     pub fn has_redirect_uri(&self, uri: &str) -> bool {
         self.redirect_uris
@@ -123,6 +166,11 @@ mod tests {
             subject_type: SubjectType::Pairwise,
             sector: "rp.example".into(),
             pre_approved: false,
+            jwks: None,
+            tls_client_auth_subject_dn: None,
+            tls_client_certificate_sha256: None,
+            backchannel_logout_uri: None,
+            refresh_tokens: false,
         }
     }
 
