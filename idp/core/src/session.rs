@@ -70,6 +70,9 @@ impl From<&HpkiCredential> for CardSummary {
 /// A logged-in doctor's session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    /// The session's public identifier: the OIDC `sid` claim and the SAML `SessionIndex`.
+    /// Unrelated to the cookie's secret ID, so that relying parties never learn that.
+    pub sid: String,
     pub doctor_id: DoctorId,
     pub display_name: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -90,6 +93,7 @@ impl Session {
         now: OffsetDateTime,
     ) -> Self {
         Self {
+            sid: Secret::generate().digest()[..32].to_owned(),
             doctor_id,
             display_name,
             auth_time: now,

@@ -127,8 +127,10 @@ impl Debug for StoredKey {
 #[async_trait]
 pub trait ClientStore: Send + Sync + Debug {
     /// The client with this ID, if registered.
-    async fn client(&self, client_id: &str)
-    -> Result<Option<crate::oidc::client::ClientRegistration>, StoreError>;
+    async fn client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<crate::oidc::client::ClientRegistration>, StoreError>;
 
     /// All clients, ordered by client ID.
     async fn clients(&self) -> Result<Vec<crate::oidc::client::ClientRegistration>, StoreError>;
@@ -186,8 +188,7 @@ pub trait ConsentStore: Send + Sync + Debug {
 
     /// Revokes a consent and every refresh token of that doctor and client, in one
     /// transaction; returns whether a consent existed.
-    async fn revoke_consent(&self, doctor: &DoctorId, client_id: &str)
-    -> Result<bool, StoreError>;
+    async fn revoke_consent(&self, doctor: &DoctorId, client_id: &str) -> Result<bool, StoreError>;
 }
 
 /// A refresh token as stored: only the digest of the token is kept. Tokens of one

@@ -16,6 +16,7 @@ const T0: OffsetDateTime = datetime!(2026-11-24 09:00 UTC);
 
 fn session(at: OffsetDateTime) -> Session {
     Session {
+        sid: "sid-1".into(),
         doctor_id: DoctorId::from_stored("d1".into()),
         display_name: "日医\u{3000}太郎".into(),
         auth_time: at,

@@ -293,8 +293,7 @@ impl AuthorizationRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oidc::client::{SigningAlg, TokenEndpointAuthMethod};
-    use crate::oidc::subject::SubjectType;
+    use crate::oidc::client::TokenEndpointAuthMethod;
 
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 

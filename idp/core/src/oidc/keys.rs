@@ -186,6 +186,14 @@ impl KeySet {
         }
     }
 
+    /// `signers` (one per algorithm; a later one of the same algorithm is only published)
+    /// and keys that are only published.
+    pub fn from_parts(signers: Vec<SigningKey>, published_only: Vec<SigningKey>) -> Self {
+        let mut set = Self::new(signers);
+        set.published.extend(published_only);
+        set
+    }
+
     /// The key that signs for `alg`, if any.
     pub fn signer(&self, alg: SigningAlg) -> Option<&SigningKey> {
         self.active.get(&alg).and_then(|i| self.published.get(*i))
@@ -204,6 +212,59 @@ impl KeySet {
         JwkSet {
             keys: self.published.iter().map(|k| k.jwk.clone()).collect(),
         }
+    }
+}
+
+/// Which stored keys sign and which are published at a moment (key rotation with overlap).
+///
+/// Per algorithm, the key with the latest `active_from` not after `now` signs. A key is
+/// published from its creation (so relying parties cache it before it is used), while it
+/// signs, and for `retention` after its successor took over (so tokens it signed still
+/// verify). Older keys are reported for pruning.
+#[derive(Debug)]
+pub struct KeyRing {
+    pub keys: KeySet,
+    /// Kids no longer published: safe to delete.
+    pub expired: Vec<String>,
+}
+
+impl KeyRing {
+    pub fn build(
+        stored: &[crate::store::StoredKey],
+        now: time::OffsetDateTime,
+        retention: std::time::Duration,
+    ) -> Result<Self, KeyError> {
+        let mut signers = Vec::new();
+        let mut others = Vec::new();
+        let mut expired = Vec::new();
+        for alg in SigningAlg::ALL {
+            let mut of_alg: Vec<&crate::store::StoredKey> =
+                stored.iter().filter(|k| k.alg == alg).collect();
+            of_alg.sort_by(|a, b| {
+                (a.active_from, a.created_at, &a.kid).cmp(&(b.active_from, b.created_at, &b.kid))
+            });
+            let current = of_alg.iter().rposition(|k| k.active_from <= now);
+            for (i, key) in of_alg.iter().enumerate() {
+                let load = || SigningKey::from_pkcs8_pem(&key.kid, alg, &key.pkcs8_pem);
+                match current {
+                    Some(c) if i == c => signers.push(load()?),
+                    Some(c) if i < c => {
+                        // Superseded when the next key became active.
+                        let superseded_at = of_alg[i + 1].active_from;
+                        if now < superseded_at + retention {
+                            others.push(load()?);
+                        } else {
+                            expired.push(key.kid.clone());
+                        }
+                    }
+                    _ => others.push(load()?),
+                }
+            }
+        }
+        Ok(Self {
+            keys: KeySet::from_parts(signers, others),
+            expired,
+        })
     }
 }
 
@@ -264,6 +325,62 @@ mod tests {
             SigningKey::from_pkcs8_pem("k", SigningAlg::RS256, key.dangerous_pkcs8_pem()).is_err()
         );
         assert!(!format!("{key:?}").contains("PRIVATE"));
+    }
+
+    fn stored(alg: SigningAlg, created: i64, active: i64) -> crate::store::StoredKey {
+        let key = SigningKey::generate(alg).expect("generates");
+        crate::store::StoredKey {
+            kid: key.kid().to_owned(),
+            alg,
+            pkcs8_pem: key.dangerous_pkcs8_pem().to_owned(),
+            created_at: time::OffsetDateTime::from_unix_timestamp(created).expect("time"),
+            active_from: time::OffsetDateTime::from_unix_timestamp(active).expect("time"),
+        }
+    }
+
+    #[test]
+    fn rotation_publishes_before_use_and_retires_after_the_retention() {
+        let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
+        let retention = std::time::Duration::from_secs(100);
+        let old = stored(SigningAlg::ES256, 0, 0);
+        let new = stored(SigningAlg::ES256, 1000, 2000);
+        let keys = [old.clone(), new.clone()];
+        let kids = |ring: &KeyRing| -> Vec<String> {
+            let mut k: Vec<String> = ring
+                .keys
+                .jwks()
+                .keys
+                .iter()
+                .filter_map(|j| j.common.key_id.clone())
+                .collect();
+            k.sort();
+            k
+        };
+        let mut both = vec![old.kid.clone(), new.kid.clone()];
+        both.sort();
+        // Before the new key is active: old signs, both published.
+        let ring = KeyRing::build(&keys, at(1500), retention).expect("builds");
+        assert_eq!(
+            ring.keys.signer(SigningAlg::ES256).map(SigningKey::kid),
+            Some(old.kid.as_str())
+        );
+        assert_eq!(kids(&ring), both);
+        // After: new signs, old still published during the retention.
+        let ring = KeyRing::build(&keys, at(2050), retention).expect("builds");
+        assert_eq!(
+            ring.keys.signer(SigningAlg::ES256).map(SigningKey::kid),
+            Some(new.kid.as_str())
+        );
+        assert_eq!(kids(&ring), both);
+        assert!(ring.expired.is_empty());
+        // After the retention: old is gone and reported for pruning.
+        let ring = KeyRing::build(&keys, at(2100), retention).expect("builds");
+        assert_eq!(kids(&ring), vec![new.kid.clone()]);
+        assert_eq!(ring.expired, vec![old.kid.clone()]);
+        // Only a future key: nothing signs for that algorithm, but it is published.
+        let ring = KeyRing::build(&[new.clone()], at(1500), retention).expect("builds");
+        assert!(ring.keys.signer(SigningAlg::ES256).is_none());
+        assert_eq!(kids(&ring), vec![new.kid.clone()]);
     }
 
     #[test]

@@ -6,9 +6,11 @@
 pub mod authorize;
 pub mod claims;
 pub mod client;
+pub mod client_auth;
 pub mod grant;
 pub mod keys;
 pub mod pkce;
+pub mod release;
 pub mod subject;
 
 use serde::Serialize;
