@@ -17,7 +17,7 @@ const MAX_NONCE: usize = 512;
 const MAX_CLAIMS: usize = 8192;
 
 /// `prompt` (OIDC Core §3.1.2.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Prompt {
     pub none: bool,
     pub login: bool,
@@ -26,7 +26,7 @@ pub struct Prompt {
 }
 
 /// A validated authorization request, bound to its client and redirect URI.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuthorizationRequest {
     pub client_id: String,
     pub redirect_uri: String,
@@ -86,6 +86,11 @@ impl RawParams {
             map.entry(k).or_default().push(v);
         }
         Self(map)
+    }
+
+    /// The `client_id`, if present exactly once.
+    pub fn client_id(&self) -> Option<&str> {
+        self.single("client_id").ok().flatten()
     }
 
     /// The single value of `name`; `Err(())` when it is repeated. Empty values count as

@@ -10,13 +10,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use std::collections::BTreeSet;
+
+use idp_vocabulary::scope;
+
 use super::authorize::AuthorizationRequest;
+use super::client::ClientRegistration;
 use super::pkce::CodeChallenge;
 use super::{ErrorCode, OAuthError};
 use crate::doctor::DoctorId;
 use crate::secret::Secret;
-use crate::session::Session;
-use crate::store::{EphemeralStore, StoreError};
+use crate::session::{CardSummary, Session};
+use crate::store::{EphemeralStore, RefreshRecord, RefreshTokenStore, Rotation, StoreError};
 
 /// Lifetimes of what the grant issues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +32,10 @@ pub struct GrantPolicy {
     pub access_token_ttl: Duration,
     /// How long a redeemed code is remembered to detect replay.
     pub replay_window: Duration,
+    /// Each refresh token (rotated at every use).
+    pub refresh_token_ttl: Duration,
+    /// A refresh-token family, from the code it came from, whatever the rotations.
+    pub refresh_family_ttl: Duration,
 }
 
 impl Default for GrantPolicy {
@@ -35,39 +44,67 @@ impl Default for GrantPolicy {
             code_ttl: Duration::from_secs(60),
             access_token_ttl: Duration::from_secs(300),
             replay_window: Duration::from_secs(600),
+            refresh_token_ttl: Duration::from_secs(14 * 24 * 3600),
+            refresh_family_ttl: Duration::from_secs(30 * 24 * 3600),
         }
+    }
+}
+
+/// What a doctor authorized a client to have: shared by codes, access tokens and
+/// refresh-token families.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    pub client_id: String,
+    pub doctor_id: DoctorId,
+    pub scopes: Vec<String>,
+    /// The claim names released (decided at authorization).
+    pub released: BTreeSet<String>,
+    /// The session's public ID (`sid`).
+    pub sid: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub auth_time: OffsetDateTime,
+    pub acr: String,
+    pub amr: Vec<String>,
+    pub card: CardSummary,
+}
+
+impl Authorization {
+    /// Whether refresh tokens go with this authorization.
+    pub fn offline(&self) -> bool {
+        self.scopes.iter().any(|s| s == scope::OFFLINE_ACCESS)
     }
 }
 
 /// What an authorization code stands for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeGrant {
-    pub client_id: String,
+    pub authorization: Authorization,
     pub redirect_uri: String,
-    pub scopes: Vec<String>,
     pub nonce: Option<String>,
     pub code_challenge: CodeChallenge,
-    pub doctor_id: DoctorId,
-    #[serde(with = "time::serde::rfc3339")]
-    pub auth_time: OffsetDateTime,
-    pub acr: String,
-    pub amr: Vec<String>,
-    pub claims: Option<serde_json::Value>,
 }
 
 impl CodeGrant {
-    pub fn new(request: &AuthorizationRequest, session: &Session) -> Self {
+    pub fn new(
+        request: &AuthorizationRequest,
+        session: &Session,
+        released: BTreeSet<String>,
+    ) -> Self {
         Self {
-            client_id: request.client_id.clone(),
+            authorization: Authorization {
+                client_id: request.client_id.clone(),
+                doctor_id: session.doctor_id.clone(),
+                scopes: request.scopes.clone(),
+                released,
+                sid: session.sid.clone(),
+                auth_time: session.auth_time,
+                acr: session.acr.clone(),
+                amr: session.amr.clone(),
+                card: session.card.clone(),
+            },
             redirect_uri: request.redirect_uri.clone(),
-            scopes: request.scopes.clone(),
             nonce: request.nonce.clone(),
             code_challenge: request.code_challenge.clone(),
-            doctor_id: session.doctor_id.clone(),
-            auth_time: session.auth_time,
-            acr: session.acr.clone(),
-            amr: session.amr.clone(),
-            claims: request.claims.clone(),
         }
     }
 }
@@ -75,31 +112,38 @@ impl CodeGrant {
 /// What an access token stands for (userinfo, introspection).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessGrant {
-    pub client_id: String,
-    pub doctor_id: DoctorId,
-    pub scopes: Vec<String>,
-    pub claims: Option<serde_json::Value>,
+    pub authorization: Authorization,
+    /// RFC 8705 §3: `x5t#S256` of the certificate the token is bound to.
+    pub cnf_x5t_s256: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
 
-/// A redeemed code: the grant and the access token issued for it.
+/// Tokens issued for a code or a refresh.
 #[derive(Debug)]
-pub struct Redeemed {
-    pub grant: CodeGrant,
+pub struct Issued {
+    pub authorization: Authorization,
+    /// The nonce of the authorization request (codes only).
+    pub nonce: Option<String>,
     pub access_token: Secret,
     pub expires_in: Duration,
+    pub refresh_token: Option<Secret>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct UsedCode {
     access_tokens: Vec<String>,
+    refresh_tokens: Vec<String>,
+    client_id: String,
 }
 
-/// Codes and access tokens.
+/// Codes, access tokens and refresh tokens.
 #[derive(Debug, Clone)]
 pub struct Grants {
     store: Arc<dyn EphemeralStore>,
+    refresh: Arc<dyn RefreshTokenStore>,
     policy: GrantPolicy,
 }
 
@@ -107,7 +151,8 @@ fn invalid_grant(description: &str) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidGrant, description)
 }
 
-fn server_error(e: StoreError) -> OAuthError {
+/// A storage failure as the client sees it: no detail.
+pub fn server_error(e: StoreError) -> OAuthError {
     OAuthError::new(
         if matches!(e, StoreError::Unavailable(_)) {
             ErrorCode::TemporarilyUnavailable
@@ -118,9 +163,25 @@ fn server_error(e: StoreError) -> OAuthError {
     )
 }
 
+fn corrupt(e: serde_json::Error) -> OAuthError {
+    server_error(StoreError::Corrupt(e.to_string()))
+}
+
 impl Grants {
-    pub fn new(store: Arc<dyn EphemeralStore>, policy: GrantPolicy) -> Self {
-        Self { store, policy }
+    pub fn new(
+        store: Arc<dyn EphemeralStore>,
+        refresh: Arc<dyn RefreshTokenStore>,
+        policy: GrantPolicy,
+    ) -> Self {
+        Self {
+            store,
+            refresh,
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> GrantPolicy {
+        self.policy
     }
 
     /// Issues a single-use code for `grant`.
@@ -137,16 +198,18 @@ impl Grants {
         Ok(code)
     }
 
-    /// Redeems `code` for `client_id` (already authenticated) at the token endpoint.
-    /// A second redemption fails and revokes the access token the first one issued.
+    /// Redeems `code` for `client` (already authenticated) at the token endpoint. A second
+    /// redemption fails and revokes the access and refresh tokens the first one issued.
+    /// `cnf` binds the access token to the client's TLS certificate.
     pub async fn redeem(
         &self,
         code: &str,
-        client_id: &str,
+        client: &ClientRegistration,
         redirect_uri: Option<&str>,
         code_verifier: Option<&str>,
+        cnf: Option<String>,
         now: OffsetDateTime,
-    ) -> Result<Redeemed, OAuthError> {
+    ) -> Result<Issued, OAuthError> {
         let code =
             Secret::from_client(code).ok_or_else(|| invalid_grant("the code is not valid"))?;
         let used_key = format!("code-used:{}", code.digest());
@@ -165,15 +228,20 @@ impl Grants {
                         .await
                         .map_err(server_error)?;
                 }
+                for token in used.refresh_tokens {
+                    self.refresh
+                        .revoke_refresh_family(&token, &used.client_id, now)
+                        .await
+                        .map_err(server_error)?;
+                }
             }
             return Err(invalid_grant(
                 "the code is invalid, expired or already used",
             ));
         };
-        let grant: CodeGrant = serde_json::from_slice(&bytes)
-            .map_err(|e| server_error(StoreError::Corrupt(e.to_string())))?;
+        let grant: CodeGrant = serde_json::from_slice(&bytes).map_err(corrupt)?;
         // RFC 6749 §4.1.3: the code was issued to this client, for this redirect URI.
-        if grant.client_id != client_id {
+        if grant.authorization.client_id != client.client_id {
             return Err(invalid_grant("the code was issued to another client"));
         }
         if redirect_uri != Some(grant.redirect_uri.as_str()) {
@@ -188,17 +256,92 @@ impl Grants {
                 "code_verifier does not match the code_challenge",
             ));
         }
-        let access_token = Secret::generate();
-        let expires_at = now + self.policy.access_token_ttl;
-        let access = AccessGrant {
-            client_id: grant.client_id.clone(),
-            doctor_id: grant.doctor_id.clone(),
-            scopes: grant.scopes.clone(),
-            claims: grant.claims.clone(),
-            expires_at,
+        let access_token = self.issue_access(&grant.authorization, cnf, now).await?;
+        let refresh_token = if client.refresh_tokens && grant.authorization.offline() {
+            Some(self.issue_refresh(&grant.authorization, now).await?)
+        } else {
+            None
         };
-        let value = serde_json::to_vec(&access)
-            .map_err(|e| server_error(StoreError::Corrupt(e.to_string())))?;
+        let used = UsedCode {
+            access_tokens: vec![access_token.digest()],
+            refresh_tokens: refresh_token.iter().map(Secret::digest).collect(),
+            client_id: client.client_id.clone(),
+        };
+        let used = serde_json::to_vec(&used).map_err(corrupt)?;
+        self.store
+            .put(&used_key, &used, self.policy.replay_window)
+            .await
+            .map_err(server_error)?;
+        Ok(Issued {
+            authorization: grant.authorization,
+            nonce: grant.nonce,
+            access_token,
+            expires_in: self.policy.access_token_ttl,
+            refresh_token,
+        })
+    }
+
+    /// Rotates a refresh token (RFC 6749 §6, RFC 9700 §4.14.2): the presented token is
+    /// spent, a new one issued; presenting a spent token revokes its whole family.
+    pub async fn refresh(
+        &self,
+        token: &str,
+        client: &ClientRegistration,
+        cnf: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Issued, OAuthError> {
+        let token = Secret::from_client(token)
+            .ok_or_else(|| invalid_grant("the refresh token is not valid"))?;
+        let next = Secret::generate();
+        let rotation = self
+            .refresh
+            .rotate_refresh(
+                &token.digest(),
+                &client.client_id,
+                &next.digest(),
+                now + self.policy.refresh_token_ttl,
+                now,
+            )
+            .await
+            .map_err(server_error)?;
+        let record = match rotation {
+            Rotation::Rotated(record) => record,
+            Rotation::Reused { .. } => {
+                return Err(invalid_grant(
+                    "the refresh token was already used; its grant is revoked",
+                ));
+            }
+            Rotation::Invalid => {
+                return Err(invalid_grant(
+                    "the refresh token is invalid, expired or revoked",
+                ));
+            }
+        };
+        let authorization: Authorization = serde_json::from_str(&record.grant).map_err(corrupt)?;
+        let access_token = self.issue_access(&authorization, cnf, now).await?;
+        Ok(Issued {
+            authorization,
+            nonce: None,
+            access_token,
+            expires_in: self.policy.access_token_ttl,
+            refresh_token: Some(next),
+        })
+    }
+
+    async fn issue_access(
+        &self,
+        authorization: &Authorization,
+        cnf: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Secret, OAuthError> {
+        let access_token = Secret::generate();
+        let access = AccessGrant {
+            authorization: authorization.clone(),
+            cnf_x5t_s256: cnf,
+            issued_at: now,
+            expires_at: now + self.policy.access_token_ttl,
+        };
+        let value = serde_json::to_vec(&access).map_err(corrupt)?;
         self.store
             .put(
                 &format!("access:{}", access_token.digest()),
@@ -207,20 +350,31 @@ impl Grants {
             )
             .await
             .map_err(server_error)?;
-        let used = UsedCode {
-            access_tokens: vec![access_token.digest()],
+        Ok(access_token)
+    }
+
+    async fn issue_refresh(
+        &self,
+        authorization: &Authorization,
+        now: OffsetDateTime,
+    ) -> Result<Secret, OAuthError> {
+        let token = Secret::generate();
+        let family_end = now + self.policy.refresh_family_ttl;
+        let record = RefreshRecord {
+            token_digest: token.digest(),
+            family_id: Secret::generate().digest(),
+            client_id: authorization.client_id.clone(),
+            doctor_id: authorization.doctor_id.clone(),
+            grant: serde_json::to_string(authorization).map_err(corrupt)?,
+            issued_at: now,
+            expires_at: (now + self.policy.refresh_token_ttl).min(family_end),
+            family_expires_at: family_end,
         };
-        let used = serde_json::to_vec(&used)
-            .map_err(|e| server_error(StoreError::Corrupt(e.to_string())))?;
-        self.store
-            .put(&used_key, &used, self.policy.replay_window)
+        self.refresh
+            .insert_refresh(&record)
             .await
             .map_err(server_error)?;
-        Ok(Redeemed {
-            grant,
-            access_token,
-            expires_in: self.policy.access_token_ttl,
-        })
+        Ok(token)
     }
 
     /// The grant behind a bearer access token, if it is live at `now`.
@@ -242,6 +396,49 @@ impl Grants {
         let grant: AccessGrant =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok((grant.expires_at > now).then_some(grant))
+    }
+
+    /// The live refresh token's authorization, for introspection.
+    pub async fn refresh_grant(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(RefreshRecord, Authorization)>, StoreError> {
+        let Some(token) = Secret::from_client(token) else {
+            return Ok(None);
+        };
+        let Some(record) = self.refresh.live_refresh(&token.digest(), now).await? else {
+            return Ok(None);
+        };
+        let authorization =
+            serde_json::from_str(&record.grant).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some((record, authorization)))
+    }
+
+    /// Revokes a token of `client_id` (RFC 7009): an access token, or a refresh token and
+    /// its whole family. Unknown tokens and other clients' tokens are ignored, as the RFC
+    /// asks (the response is the same).
+    pub async fn revoke(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let Some(secret) = Secret::from_client(token) else {
+            return Ok(());
+        };
+        if let Some(grant) = self.access(token, now).await?
+            && grant.authorization.client_id == client_id
+        {
+            self.store
+                .delete(&format!("access:{}", secret.digest()))
+                .await?;
+            return Ok(());
+        }
+        self.refresh
+            .revoke_refresh_family(&secret.digest(), client_id, now)
+            .await?;
+        Ok(())
     }
 }
 

@@ -25,7 +25,7 @@ pub enum KeyError {
     Sign(String),
 }
 
-fn algorithm(alg: SigningAlg) -> Algorithm {
+pub(crate) fn algorithm(alg: SigningAlg) -> Algorithm {
     match alg {
         SigningAlg::RS256 => Algorithm::RS256,
         SigningAlg::PS256 => Algorithm::PS256,

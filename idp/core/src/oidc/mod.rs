@@ -10,6 +10,7 @@ pub mod client_auth;
 pub mod grant;
 pub mod keys;
 pub mod pkce;
+pub mod provider;
 pub mod release;
 pub mod subject;
 
