@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use idp_core::doctor::DoctorId;
 use idp_core::oidc::ErrorCode;
-use idp_core::oidc::grant::{CodeGrant, GrantPolicy, Grants};
+use idp_core::oidc::client::{ClientRegistration, TokenEndpointAuthMethod};
+use idp_core::oidc::grant::{Authorization, CodeGrant, GrantPolicy, Grants};
 use idp_core::oidc::pkce::CodeChallenge;
-use idp_core::store::EphemeralStore;
+use idp_core::session::CardSummary;
+use idp_core::store::{DoctorDirectory, EphemeralStore, RefreshTokenStore};
 use time::macros::datetime;
 
 /// RFC 7636 Appendix B.
@@ -15,23 +17,59 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const NOW: time::OffsetDateTime = datetime!(2026-11-24 09:00 UTC);
 
-fn grants() -> Grants {
+async fn grants() -> (Grants, DoctorId) {
     let store: Arc<dyn EphemeralStore> = Arc::new(idp_store::MemoryStore::new());
-    Grants::new(store, GrantPolicy::default())
+    let db = idp_store::Database::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let profile = idp_core::doctor::DoctorProfile {
+        hpki_holder_id: "h".into(),
+        family_name: "日医".into(),
+        given_name: "太郎".into(),
+        ..Default::default()
+    };
+    let doctor = db.provision(&profile, NOW).await.unwrap();
+    let refresh: Arc<dyn RefreshTokenStore> = Arc::new(db);
+    (
+        Grants::new(store, refresh, GrantPolicy::default()),
+        doctor.id,
+    )
 }
 
-fn grant() -> CodeGrant {
+fn client(id: &str, refresh_tokens: bool) -> ClientRegistration {
+    ClientRegistration {
+        refresh_tokens,
+        ..ClientRegistration::new(id, id, TokenEndpointAuthMethod::ClientSecretBasic)
+    }
+}
+
+fn grant(doctor: &DoctorId) -> CodeGrant {
     CodeGrant {
-        client_id: "rp".into(),
+        authorization: Authorization {
+            client_id: "rp".into(),
+            doctor_id: doctor.clone(),
+            scopes: vec!["openid".into(), "profile".into(), "offline_access".into()],
+            released: ["name".to_owned()].into(),
+            sid: "sid".into(),
+            auth_time: NOW,
+            acr: "urn:hpki:acr:card-pin".into(),
+            amr: vec!["sc".into()],
+            card: CardSummary {
+                holder_id: "h".into(),
+                subject: "CN=x".into(),
+                issuer: "CN=ca".into(),
+                serial: "01".into(),
+                roles: vec!["Medical Doctor".into()],
+                not_before: NOW,
+                not_after: NOW,
+                fingerprint: "00".into(),
+                revocation: vec![],
+            },
+        },
         redirect_uri: "https://rp.example/cb".into(),
-        scopes: vec!["openid".into(), "profile".into()],
         nonce: Some("n".into()),
         code_challenge: CodeChallenge::parse(CHALLENGE, Some("S256")).unwrap(),
-        doctor_id: DoctorId::from_stored("d1".into()),
-        auth_time: NOW,
-        acr: "urn:hpki:acr:card-pin".into(),
-        amr: vec!["sc".into()],
-        claims: None,
     }
 }
 
@@ -39,19 +77,30 @@ const CB: Option<&str> = Some("https://rp.example/cb");
 
 #[tokio::test]
 async fn a_code_is_redeemed_once_for_an_access_token() {
-    let grants = grants();
-    let code = grants.issue_code(&grant()).await.unwrap();
+    let (grants, doctor) = grants().await;
+    let code = grants.issue_code(&grant(&doctor)).await.unwrap();
     let redeemed = grants
-        .redeem(code.dangerous_expose(), "rp", CB, Some(VERIFIER), NOW)
+        .redeem(
+            code.dangerous_expose(),
+            &client("rp", true),
+            CB,
+            Some(VERIFIER),
+            None,
+            NOW,
+        )
         .await
         .unwrap();
-    assert_eq!(redeemed.grant, grant());
+    assert_eq!(redeemed.authorization, grant(&doctor).authorization);
+    assert_eq!(redeemed.nonce.as_deref(), Some("n"));
     let access = grants
         .access(redeemed.access_token.dangerous_expose(), NOW)
         .await
         .unwrap()
         .expect("live token");
-    assert_eq!(access.scopes, vec!["openid", "profile"]);
+    assert_eq!(
+        access.authorization.scopes,
+        grant(&doctor).authorization.scopes
+    );
     // Expired at its expiry time.
     assert!(
         grants
@@ -64,14 +113,28 @@ async fn a_code_is_redeemed_once_for_an_access_token() {
 
 #[tokio::test]
 async fn a_replayed_code_fails_and_revokes_the_token_it_issued() {
-    let grants = grants();
-    let code = grants.issue_code(&grant()).await.unwrap();
+    let (grants, doctor) = grants().await;
+    let code = grants.issue_code(&grant(&doctor)).await.unwrap();
     let first = grants
-        .redeem(code.dangerous_expose(), "rp", CB, Some(VERIFIER), NOW)
+        .redeem(
+            code.dangerous_expose(),
+            &client("rp", true),
+            CB,
+            Some(VERIFIER),
+            None,
+            NOW,
+        )
         .await
         .unwrap();
     let replay = grants
-        .redeem(code.dangerous_expose(), "rp", CB, Some(VERIFIER), NOW)
+        .redeem(
+            code.dangerous_expose(),
+            &client("rp", true),
+            CB,
+            Some(VERIFIER),
+            None,
+            NOW,
+        )
         .await
         .unwrap_err();
     assert_eq!(replay.code, ErrorCode::InvalidGrant);
@@ -86,7 +149,7 @@ async fn a_replayed_code_fails_and_revokes_the_token_it_issued() {
 
 #[tokio::test]
 async fn a_code_is_bound_to_client_redirect_uri_and_verifier() {
-    let grants = grants();
+    let (grants, doctor) = grants().await;
     let cases: [(&str, Option<&str>, Option<&str>); 5] = [
         ("other-client", CB, Some(VERIFIER)),
         ("rp", Some("https://rp.example/other"), Some(VERIFIER)),
@@ -98,20 +161,34 @@ async fn a_code_is_bound_to_client_redirect_uri_and_verifier() {
         ),
         ("rp", CB, None),
     ];
-    for (client, redirect, verifier) in cases {
-        let code = grants.issue_code(&grant()).await.unwrap();
+    for (client_id, redirect, verifier) in cases {
+        let code = grants.issue_code(&grant(&doctor)).await.unwrap();
         let err = grants
-            .redeem(code.dangerous_expose(), client, redirect, verifier, NOW)
+            .redeem(
+                code.dangerous_expose(),
+                &client(client_id, true),
+                redirect,
+                verifier,
+                None,
+                NOW,
+            )
             .await
             .unwrap_err();
         assert_eq!(
             err.code,
             ErrorCode::InvalidGrant,
-            "{client} {redirect:?} {verifier:?}"
+            "{client_id} {redirect:?} {verifier:?}"
         );
         // A failed attempt spends the code: the right client cannot use it afterwards.
         let again = grants
-            .redeem(code.dangerous_expose(), "rp", CB, Some(VERIFIER), NOW)
+            .redeem(
+                code.dangerous_expose(),
+                &client("rp", true),
+                CB,
+                Some(VERIFIER),
+                None,
+                NOW,
+            )
             .await
             .unwrap_err();
         assert_eq!(again.code, ErrorCode::InvalidGrant);
@@ -119,13 +196,124 @@ async fn a_code_is_bound_to_client_redirect_uri_and_verifier() {
     for garbage in ["", "a b", &"x".repeat(100)] {
         assert_eq!(
             grants
-                .redeem(garbage, "rp", CB, Some(VERIFIER), NOW)
+                .redeem(garbage, &client("rp", true), CB, Some(VERIFIER), None, NOW)
                 .await
                 .unwrap_err()
                 .code,
             ErrorCode::InvalidGrant
         );
     }
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
+    let (grants, doctor) = grants().await;
+    let rp = client("rp", true);
+    let code = grants.issue_code(&grant(&doctor)).await.unwrap();
+    let first = grants
+        .redeem(code.dangerous_expose(), &rp, CB, Some(VERIFIER), None, NOW)
+        .await
+        .unwrap();
+    let r1 = first
+        .refresh_token
+        .expect("offline_access gives a refresh token");
+    let later = NOW + time::Duration::minutes(10);
+    let second = grants
+        .refresh(r1.dangerous_expose(), &rp, None, later)
+        .await
+        .unwrap();
+    let r2 = second.refresh_token.expect("rotated");
+    assert_ne!(r1, r2);
+    assert_eq!(second.authorization, grant(&doctor).authorization);
+    // Another client cannot use it.
+    let other = client("other", true);
+    assert_eq!(
+        grants
+            .refresh(r2.dangerous_expose(), &other, None, later)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidGrant
+    );
+    // Reusing r1 (stolen) revokes the family: r2 is dead too.
+    assert_eq!(
+        grants
+            .refresh(r1.dangerous_expose(), &rp, None, later)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidGrant
+    );
+    assert_eq!(
+        grants
+            .refresh(r2.dangerous_expose(), &rp, None, later)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidGrant
+    );
+}
+
+#[tokio::test]
+async fn no_refresh_token_without_offline_access_or_for_clients_without_them() {
+    let (grants, doctor) = grants().await;
+    let code = grants.issue_code(&grant(&doctor)).await.unwrap();
+    let issued = grants
+        .redeem(
+            code.dangerous_expose(),
+            &client("rp", false),
+            CB,
+            Some(VERIFIER),
+            None,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(issued.refresh_token.is_none());
+    let mut online = grant(&doctor);
+    online
+        .authorization
+        .scopes
+        .retain(|s| s != "offline_access");
+    let code = grants.issue_code(&online).await.unwrap();
+    let issued = grants
+        .redeem(
+            code.dangerous_expose(),
+            &client("rp", true),
+            CB,
+            Some(VERIFIER),
+            None,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(issued.refresh_token.is_none());
+}
+
+#[tokio::test]
+async fn a_replayed_code_also_revokes_the_refresh_family() {
+    let (grants, doctor) = grants().await;
+    let rp = client("rp", true);
+    let code = grants.issue_code(&grant(&doctor)).await.unwrap();
+    let first = grants
+        .redeem(code.dangerous_expose(), &rp, CB, Some(VERIFIER), None, NOW)
+        .await
+        .unwrap();
+    assert!(
+        grants
+            .redeem(code.dangerous_expose(), &rp, CB, Some(VERIFIER), None, NOW)
+            .await
+            .is_err()
+    );
+    let refresh = first.refresh_token.unwrap();
+    assert_eq!(
+        grants
+            .refresh(refresh.dangerous_expose(), &rp, None, NOW)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::InvalidGrant
+    );
 }
 
 #[test]

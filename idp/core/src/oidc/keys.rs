@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(kids(&ring), vec![new.kid.clone()]);
         assert_eq!(ring.expired, vec![old.kid.clone()]);
         // Only a future key: nothing signs for that algorithm, but it is published.
-        let ring = KeyRing::build(&[new.clone()], at(1500), retention).expect("builds");
+        let ring = KeyRing::build(std::slice::from_ref(&new), at(1500), retention).expect("builds");
         assert!(ring.keys.signer(SigningAlg::ES256).is_none());
         assert_eq!(kids(&ring), vec![new.kid.clone()]);
     }
