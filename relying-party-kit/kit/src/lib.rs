@@ -1,0 +1,40 @@
+//! The relying-party kit of the HPKI IdP: an OpenID Connect client that ends in a verified
+//! [`Doctor`].
+//!
+//! ```text
+//! let http = HttpClient::builder().extra_root_pem(ca_pem)?.build()?;
+//! let rp = OidcClient::discover(issuer, client_id, ClientAuth::SecretBasic(secret), redirect_uri, http).await?;
+//! // GET /login
+//! let (url, pending) = rp.begin(&[scope::PROFILE, scope::HPKI], &AuthParams::hpki_card());
+//! // keep `pending` in an encrypted cookie, redirect to `url`
+//! // GET /callback?code&state&iss
+//! let login = rp.finish(pending, &CallbackParams::from_query(query)?).await?;
+//! let doctor = Doctor::from_login(&login);
+//! ```
+//!
+//! The kit speaks only the protocol (OpenID Connect Core, Discovery, RFC 7636, RFC 9207,
+//! RP-Initiated Logout); it never links the IdP's own crates.
+
+mod client;
+mod doctor;
+mod error;
+mod http;
+
+pub use client::{
+    ALLOWED_ALGS, AuthParams, CallbackParams, Claims, ClientAuth, IdTokenHint,
+    JWKS_REFETCH_INTERVAL, Login, OidcClient, PendingLogin, Refreshed, UserInfo, VerifiedIdToken,
+};
+pub use doctor::{Doctor, JapaneseName};
+pub use error::Error;
+pub use http::{HttpClient, HttpClientBuilder, HttpError, MAX_BODY_BYTES};
+
+/// The shared vocabulary (scopes, claim names, acr values, hcRole).
+pub use idp_vocabulary;
+/// The spec nouns the kit's API uses, from openidconnect.
+pub use openidconnect::core::{CoreAuthErrorResponseType, CoreAuthPrompt, CoreErrorResponseType};
+pub use openidconnect::{
+    AccessToken, AuthenticationContextClass, AuthenticationMethodReference,
+    ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, LanguageTag, LoginHint,
+    PostLogoutRedirectUrl, RedirectUrl, RefreshToken, Scope, SignatureVerificationError,
+    SubjectIdentifier,
+};
