@@ -178,6 +178,9 @@ struct Grant {
 pub struct FakeOp {
     pub issuer: String,
     pub announce: Announce,
+    /// The TLS listener refuses connections without a verified client certificate, so any
+    /// token request without a secret that reaches the handler is `tls_client_auth`.
+    pub client_cert_required: bool,
     /// Keys that can sign (published or not).
     signers: Mutex<Vec<Arc<TestKey>>>,
     /// Kids in the JWKS.
@@ -401,7 +404,12 @@ async fn token(op: web::Data<FakeOp>, req: HttpRequest, body: web::Bytes) -> Htt
             form.get("client_secret").cloned().unwrap_or_default(),
         ),
     };
-    if client_id != CLIENT_ID || secret != CLIENT_SECRET {
+    let auth = if auth == "post" && secret.is_empty() && op.client_cert_required {
+        "tls"
+    } else {
+        auth
+    };
+    if client_id != CLIENT_ID || (auth != "tls" && secret != CLIENT_SECRET) {
         return HttpResponse::Unauthorized().json(json!({ "error": "invalid_client" }));
     }
     *op.last_client_auth.lock().expect("lock") = Some(auth);
@@ -498,10 +506,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-fn new_op(issuer: String, announce: Announce) -> web::Data<FakeOp> {
+fn new_op(issuer: String, announce: Announce, client_cert_required: bool) -> web::Data<FakeOp> {
     web::Data::new(FakeOp {
         issuer,
         announce,
+        client_cert_required,
         signers: Mutex::new(Vec::new()),
         published: Mutex::new(Vec::new()),
         plan: Mutex::new(Plan::default()),
@@ -518,7 +527,7 @@ fn new_op(issuer: String, announce: Announce) -> web::Data<FakeOp> {
 pub fn start(announce: Announce, keys: Vec<TestKey>) -> web::Data<FakeOp> {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let op = new_op(format!("http://127.0.0.1:{port}"), announce);
+    let op = new_op(format!("http://127.0.0.1:{port}"), announce, false);
     for key in keys {
         op.publish(key);
     }
@@ -538,10 +547,15 @@ pub fn start_tls(
     announce: Announce,
     keys: Vec<TestKey>,
     server_config: rustls::ServerConfig,
+    client_cert_required: bool,
 ) -> web::Data<FakeOp> {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let op = new_op(format!("https://127.0.0.1:{port}"), announce);
+    let op = new_op(
+        format!("https://127.0.0.1:{port}"),
+        announce,
+        client_cert_required,
+    );
     for key in keys {
         op.publish(key);
     }
