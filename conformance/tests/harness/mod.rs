@@ -138,6 +138,8 @@ pub struct ServerOptions {
     pub revocation_extra: String,
     /// Extra TOML appended to `[login]`.
     pub login_extra: String,
+    /// Extra TOML appended to `[oidc]` (keys, then `[[oidc.clients]]` tables).
+    pub oidc_extra: String,
     /// Extra top-level tables, appended at the end.
     pub tables: String,
     /// CRL files to use instead of the manifest's (absolute).
@@ -153,6 +155,7 @@ impl Default for ServerOptions {
             hpki_extra: String::new(),
             revocation_extra: String::new(),
             login_extra: String::new(),
+            oidc_extra: String::new(),
             tables: String::new(),
             crl_files: None,
         }
@@ -211,9 +214,14 @@ reload_secs = 1
 [storage]
 database = "{database}"
 ephemeral = "{ephemeral}"
+
+[oidc]
+pairwise_salt = "conformance-pairwise-salt"
+{oidc_extra}
 {tables}
 "#,
         tables = opts.tables,
+        oidc_extra = opts.oidc_extra,
         cert = quote(pki.path(&m.server.cert)),
         key = quote(pki.path(&m.server.key)),
         login_extra = opts.login_extra,

@@ -34,6 +34,7 @@ pub struct AppState {
     pub doctors: Arc<dyn DoctorDirectory>,
     pub ephemeral: Arc<dyn EphemeralStore>,
     pub metrics: Metrics,
+    pub oidc: crate::oidc::OidcState,
 }
 
 impl AppState {
@@ -50,11 +51,17 @@ impl AppState {
 #[derive(Debug, Default)]
 pub struct Metrics {
     logins: Mutex<BTreeMap<&'static str, u64>>,
+    tokens: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
     pub fn count_login(&self, outcome: &'static str) {
         let mut map = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(outcome).or_default() += 1;
+    }
+
+    pub fn count_token(&self, outcome: &'static str) {
+        let mut map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry(outcome).or_default() += 1;
     }
 
@@ -65,6 +72,14 @@ impl Metrics {
         for (outcome, count) in self.logins.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             out.push_str(&format!(
                 "idp_logins_total{{outcome=\"{outcome}\"}} {count}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP idp_token_requests_total Token endpoint requests by outcome.\n# TYPE idp_token_requests_total counter\n",
+        );
+        for (outcome, count) in self.tokens.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            out.push_str(&format!(
+                "idp_token_requests_total{{outcome=\"{outcome}\"}} {count}\n"
             ));
         }
         out.push_str("# HELP idp_crl_entries Revoked serials in the CRL in force.\n# TYPE idp_crl_entries gauge\n");
@@ -96,17 +111,19 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/logout", web::post().to(logout))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .configure(crate::oidc::public_routes);
 }
 
 /// Routes of the login origin (client certificate required).
 pub fn login_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/login/hpki", web::get().to(login_hpki))
         .route("/healthz", web::get().to(healthz))
+        .configure(crate::oidc::mtls_routes)
         .default_service(web::to(to_public_login));
 }
 
-fn html(status: StatusCode, body: String) -> HttpResponse {
+pub(crate) fn html(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -115,7 +132,7 @@ fn html(status: StatusCode, body: String) -> HttpResponse {
         .body(body)
 }
 
-fn see_other(location: &str) -> HttpResponse {
+pub(crate) fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -137,6 +154,30 @@ fn secure_cookie(
         cookie.set_max_age(age);
     }
     cookie
+}
+
+/// The cookie that removes the session cookie.
+pub(crate) fn session_removal() -> Cookie<'static> {
+    removal(SESSION_COOKIE)
+}
+
+/// Ends the browser's session, if any, and sends back-channel logout tokens to the
+/// relying parties it logged in to.
+pub(crate) async fn end_browser_session(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(), idp_core::store::StoreError> {
+    let Some(id) = cookie_secret(req, SESSION_COOKIE) else {
+        return Ok(());
+    };
+    let now = state.now();
+    let session = state.login.sessions().resume(&id, now).await?;
+    state.login.sessions().end(&id).await?;
+    if let Some(session) = session {
+        let logouts = state.oidc.provider.logout_session(&session, now).await;
+        crate::oidc::deliver_backchannel(state, logouts);
+    }
+    Ok(())
 }
 
 fn removal(name: &'static str) -> Cookie<'static> {
@@ -404,7 +445,7 @@ async fn complete_login(
     }
 }
 
-async fn current_session(req: &HttpRequest, state: &AppState) -> Option<Session> {
+pub(crate) async fn current_session(req: &HttpRequest, state: &AppState) -> Option<Session> {
     let id = cookie_secret(req, SESSION_COOKIE)?;
     match state.login.sessions().resume(&id, state.now()).await {
         Ok(session) => session,
@@ -493,9 +534,7 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if origin.is_some_and(|origin| origin != state.runtime.config.public.url) {
         return HttpResponse::Forbidden().finish();
     }
-    if let Some(id) = cookie_secret(&req, SESSION_COOKIE)
-        && let Err(e) = state.login.sessions().end(&id).await
-    {
+    if let Err(e) = end_browser_session(&req, &state).await {
         tracing::error!(error = %e, "logout: session store unavailable");
         return HttpResponse::ServiceUnavailable().finish();
     }

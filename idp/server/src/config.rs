@@ -12,6 +12,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use idp_core::hpki::{RevocationFailure, RevocationPolicy, TrustStore, ValidationPolicy};
 use idp_core::login::{LoginPolicy, RateLimit, UnknownHolder};
+use idp_core::oidc::client::{ClientRegistration, SigningAlg, TokenEndpointAuthMethod};
+use idp_core::oidc::subject::SubjectType;
 use idp_core::session::SessionPolicy;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,91 @@ pub struct Config {
     pub session: SessionConfig,
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    pub oidc: OidcConfig,
+}
+
+/// The OpenID Provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Secret salt of pairwise subject identifiers: at least 16 characters, never changed
+    /// once relying parties have stored subjects (set it by `IDP__OIDC__PAIRWISE_SALT`).
+    pub pairwise_salt: String,
+    #[serde(default = "default_token_ttl")]
+    pub id_token_ttl_secs: u64,
+    #[serde(default = "default_token_ttl")]
+    pub access_token_ttl_secs: u64,
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl_secs: u64,
+    #[serde(default = "default_refresh_family_ttl")]
+    pub refresh_family_ttl_secs: u64,
+    /// Algorithms that always have a signing key; a missing one is generated at start.
+    #[serde(default = "default_signing_algs")]
+    pub signing_algs: Vec<SigningAlg>,
+    /// How long `idp keys rotate` publishes a new key before it signs. Must exceed
+    /// `key_reload_secs` so that every process and relying party has seen it.
+    #[serde(default = "default_rotation_overlap")]
+    pub key_publish_before_use_secs: u64,
+    /// How often each process reloads the signing keys from the database.
+    #[serde(default = "default_reload_secs")]
+    pub key_reload_secs: u64,
+    /// PEM files of the CAs that issue relying parties' TLS client certificates
+    /// (`tls_client_auth`, RFC 8705). Empty: no mTLS clients.
+    #[serde(default)]
+    pub mtls_client_cas: Vec<PathBuf>,
+    /// Clients registered by configuration (applied to the database at every start).
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+fn default_token_ttl() -> u64 {
+    300
+}
+
+fn default_refresh_ttl() -> u64 {
+    14 * 24 * 3600
+}
+
+fn default_refresh_family_ttl() -> u64 {
+    30 * 24 * 3600
+}
+
+fn default_signing_algs() -> Vec<SigningAlg> {
+    vec![SigningAlg::RS256, SigningAlg::ES256]
+}
+
+fn default_rotation_overlap() -> u64 {
+    3600
+}
+
+/// A client registered in the configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    pub name: String,
+    /// SHA-256 (hex) of the client secret (`idp client hash-secret` prints it).
+    pub secret_sha256: Option<String>,
+    pub auth_method: TokenEndpointAuthMethod,
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub id_token_signed_response_alg: SigningAlg,
+    #[serde(default)]
+    pub subject_type: SubjectType,
+    /// The pairwise sector; defaults to the host of the first redirect URI.
+    pub sector: Option<String>,
+    #[serde(default)]
+    pub pre_approved: bool,
+    #[serde(default)]
+    pub refresh_tokens: bool,
+    /// JWKS file of a `private_key_jwt` client.
+    pub jwks_file: Option<PathBuf>,
+    pub tls_client_auth_subject_dn: Option<String>,
+    pub tls_client_certificate_sha256: Option<String>,
+    pub backchannel_logout_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -236,6 +323,10 @@ pub struct Runtime {
     pub login: LoginPolicy,
     pub session: SessionPolicy,
     pub crl_files: Vec<PathBuf>,
+    /// Clients of the configuration file, checked.
+    pub clients: Vec<ClientRegistration>,
+    /// Anchors of relying parties' TLS client certificates.
+    pub mtls_client_cas: Vec<CertificateDer<'static>>,
 }
 
 impl Config {
@@ -403,7 +494,70 @@ impl Config {
                 reason: "idle_secs must be positive and at most absolute_secs".into(),
             });
         }
+        if self.oidc.pairwise_salt.len() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "oidc.pairwise_salt",
+                reason: "must be at least 16 characters".into(),
+            });
+        }
+        if self.oidc.signing_algs.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "oidc.signing_algs",
+                reason: "name at least one algorithm (RS256 is mandatory for OpenID providers)"
+                    .into(),
+            });
+        }
+        if self.oidc.key_publish_before_use_secs <= self.oidc.key_reload_secs {
+            return Err(ConfigError::Invalid {
+                key: "oidc.key_publish_before_use_secs",
+                reason: "must exceed oidc.key_reload_secs".into(),
+            });
+        }
+        let mut mtls_client_cas = Vec::new();
+        for path in &self.oidc.mtls_client_cas {
+            mtls_client_cas.extend(load_certs("oidc.mtls_client_cas", &resolve(path))?);
+        }
+        let mut clients = Vec::new();
+        for c in &self.oidc.clients {
+            let jwks = match &c.jwks_file {
+                Some(path) => {
+                    let bytes = read("oidc.clients.jwks_file", &resolve(path))?;
+                    Some(
+                        serde_json::from_slice(&bytes).map_err(|e| ConfigError::Invalid {
+                            key: "oidc.clients.jwks_file",
+                            reason: format!("{}: {e}", path.display()),
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            let registration = ClientRegistration {
+                secret_digest: c.secret_sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+                redirect_uris: c.redirect_uris.clone(),
+                post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+                allowed_scopes: c.scopes.clone(),
+                id_token_signed_response_alg: c.id_token_signed_response_alg,
+                subject_type: c.subject_type,
+                sector: c.sector.clone().unwrap_or_default(),
+                pre_approved: c.pre_approved,
+                jwks,
+                tls_client_auth_subject_dn: c.tls_client_auth_subject_dn.clone(),
+                tls_client_certificate_sha256: c.tls_client_certificate_sha256.clone(),
+                backchannel_logout_uri: c.backchannel_logout_uri.clone(),
+                refresh_tokens: c.refresh_tokens,
+                ..ClientRegistration::new(&c.client_id, &c.name, c.auth_method)
+            };
+            registration
+                .check()
+                .map_err(|reason| ConfigError::Invalid {
+                    key: "oidc.clients",
+                    reason: format!("{}: {reason}", c.client_id),
+                })?;
+            clients.push(registration);
+        }
         Ok(Arc::new(Runtime {
+            clients,
+            mtls_client_cas,
             base_dir: base_dir.to_owned(),
             public_identity,
             login_identity,

@@ -96,7 +96,12 @@ reload_secs = 5
 [storage]
 database = "sqlite://{db}"
 ephemeral = "memory"
+
+[oidc]
+# Demo only: derived from the seed. A deployment sets a secret salt once and keeps it.
+pairwise_salt = "{salt}"
 "#,
+        salt = demo_salt(&manifest.seed),
         server_cert = manifest.server.cert,
         server_key = manifest.server.key,
         anchors = list(&manifest.trust.anchors),
@@ -105,6 +110,14 @@ ephemeral = "memory"
         crls = list(&manifest.trust.crls),
         db = dir.join("idp.db").display(),
     )
+}
+
+/// The demo's pairwise salt: stable for a seed, so subjects survive restarts.
+fn demo_salt(seed: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!(
+        "idp demo pairwise salt\0{seed}"
+    )))
 }
 
 /// What the demo prints: where to go and how to log in with a test card.

@@ -1,9 +1,11 @@
 //! The `idp` server: configuration, TLS listeners, handlers and the command line.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod crl;
 pub mod demo;
+pub mod oidc;
 pub mod pages;
 pub mod serve;
 pub mod tls;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use idp_core::store::DoctorDirectory;
+use idp_core::store::{ClientStore, DoctorDirectory};
 use idp_server::config::Config;
 use idp_server::demo::{self, DemoOptions};
 use idp_server::serve;
@@ -68,6 +68,67 @@ enum Command {
         #[command(subcommand)]
         command: DoctorsCommand,
     },
+    /// ID token signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// OpenID Connect clients.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new key: published at once, signing after oidc.key_publish_before_use_secs
+    /// (or --activate-in); the old key stays published until its tokens have expired.
+    Rotate {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+        /// Seconds until the new key signs (default from the configuration).
+        #[arg(long)]
+        activate_in: Option<u64>,
+    },
+    /// List keys as JSON lines with their state.
+    List {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client; a generated secret is printed once.
+    Add {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        args: Box<idp_server::admin::ClientArgs>,
+    },
+    /// List clients as JSON lines (without secrets).
+    List {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+    },
+    /// Remove a client with its consents and refresh tokens.
+    Remove {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+        id: String,
+    },
+    /// Replace a client's secret; the new one is printed once.
+    RotateSecret {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+        id: String,
+    },
+    /// Print the SHA-256 of a secret read from standard input (for oidc.clients in the
+    /// configuration file).
+    HashSecret,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +283,94 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Keys { command } => match command {
+            KeysCommand::Rotate {
+                config,
+                alg,
+                activate_in,
+            } => {
+                let runtime = load(&config)?;
+                let db = database(&config).await?;
+                let alg: idp_core::oidc::client::SigningAlg =
+                    serde_json::from_value(serde_json::json!(alg))
+                        .map_err(|_| "--alg must be RS256, PS256, ES256 or EdDSA".to_owned())?;
+                let wait = activate_in.unwrap_or(runtime.config.oidc.key_publish_before_use_secs);
+                let key = idp_server::admin::rotate_key(
+                    &db,
+                    alg,
+                    std::time::Duration::from_secs(wait),
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
+                println!(
+                    "key {} ({}) published; it signs from {}",
+                    key.kid,
+                    alg.as_str(),
+                    key.active_from
+                );
+                Ok(())
+            }
+            KeysCommand::List { config } => {
+                let runtime = load(&config)?;
+                let db = database(&config).await?;
+                let oidc = &runtime.config.oidc;
+                let retention = std::time::Duration::from_secs(
+                    oidc.id_token_ttl_secs + oidc.key_reload_secs + 300,
+                );
+                for line in
+                    idp_server::admin::list_keys(&db, retention, OffsetDateTime::now_utc()).await?
+                {
+                    println!("{line}");
+                }
+                Ok(())
+            }
+        },
+        Command::Client { command } => match command {
+            ClientCommand::Add { config, args } => {
+                let db = database(&config).await?;
+                let (client, secret) =
+                    idp_server::admin::add_client(&db, *args, OffsetDateTime::now_utc()).await?;
+                println!("client {} registered", client.client_id);
+                if let Some(secret) = secret {
+                    println!("client_secret: {}", secret.dangerous_expose());
+                    println!("(shown once; only its digest is stored)");
+                }
+                Ok(())
+            }
+            ClientCommand::List { config } => {
+                let db = database(&config).await?;
+                for client in db.clients().await.map_err(|e| e.to_string())? {
+                    println!("{}", idp_server::admin::client_summary(&client));
+                }
+                Ok(())
+            }
+            ClientCommand::Remove { config, id } => {
+                let db = database(&config).await?;
+                if db.remove_client(&id).await.map_err(|e| e.to_string())? {
+                    println!("client {id} removed");
+                    Ok(())
+                } else {
+                    Err(format!("no client {id:?}"))
+                }
+            }
+            ClientCommand::RotateSecret { config, id } => {
+                let db = database(&config).await?;
+                let secret =
+                    idp_server::admin::rotate_secret(&db, &id, OffsetDateTime::now_utc()).await?;
+                println!("client_secret: {}", secret.dangerous_expose());
+                Ok(())
+            }
+            ClientCommand::HashSecret => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| e.to_string())?;
+                let secret = idp_core::secret::Secret::from_client_secret(line.trim_end())
+                    .ok_or("the secret must be 1 to 256 visible ASCII characters")?;
+                println!("{}", secret.digest());
+                Ok(())
+            }
+        },
         Command::Doctors { command } => match command {
             DoctorsCommand::Import { config, file } => {
                 let db = database(&config).await?;

@@ -241,3 +241,30 @@ pub fn login_failure_text(lang: Lang, code: &str) -> (&'static str, &'static str
     };
     (title, detail)
 }
+
+/// The name of a claim as the consent page shows it.
+pub fn claim_label(lang: Lang, claim: &str) -> &'static str {
+    use idp_vocabulary::claim as c;
+    let (ja, en) = match claim {
+        c::NAME => ("氏名", "Name"),
+        c::FAMILY_NAME => ("姓", "Family name"),
+        c::GIVEN_NAME => ("名", "Given name"),
+        c::GENDER => ("性別", "Gender"),
+        c::BIRTHDATE => ("生年月日", "Date of birth"),
+        c::EMAIL => ("メールアドレス", "Email address"),
+        c::ADDRESS => ("住所", "Address"),
+        c::HPKI_ROLE => ("医師資格（HPKI 資格情報）", "Qualification (HPKI role)"),
+        c::HPKI_ISSUER => ("医師資格証の発行者", "Issuer of the card"),
+        c::VERIFIED_CLAIMS => (
+            "医師資格証で確認された本人情報",
+            "Identity verified by the card",
+        ),
+        c::JMA_MEMBER => ("日本医師会会員であること", "JMA membership"),
+        c::JMA_MEMBER_ID => ("日本医師会会員番号", "JMA member ID"),
+        c::MEDICAL_ASSOCIATION => ("所属医師会", "Medical association"),
+        c::DOCTOR_REGISTRATION_NUMBER => ("医籍登録番号", "Doctor registration number"),
+        c::DOCTOR_REGISTRATION_DATE => ("医籍登録年月日", "Doctor registration date"),
+        _ => ("その他の情報", "Other information"),
+    };
+    lang.pick(ja, en)
+}

@@ -7,11 +7,15 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer, web};
 use idp_core::hpki::HpkiValidator;
 use idp_core::login::LoginService;
+use idp_core::oidc::grant::GrantPolicy;
+use idp_core::oidc::provider::{Provider, ProviderSettings, ProviderStores};
+use idp_core::oidc::release::ConsentOnly;
 use idp_core::session::Sessions;
-use idp_core::store::{DoctorDirectory, EphemeralStore};
+use idp_core::store::{ClientStore, DoctorDirectory, EphemeralStore};
 
 use crate::app::{AppState, Metrics, login_routes, public_routes};
 use crate::config::{ClientCertificateSource, Runtime};
+use crate::oidc::OidcState;
 use crate::{crl, tls};
 
 /// A start-up failure, naming what is wrong.
@@ -25,6 +29,8 @@ pub enum StartError {
     Crl(String),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("oidc: {0}")]
+    Keys(String),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -38,7 +44,8 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         .migrate()
         .await
         .map_err(|e| StartError::Database(e.to_string()))?;
-    let doctors: Arc<dyn DoctorDirectory> = Arc::new(database);
+    let database = Arc::new(database);
+    let doctors: Arc<dyn DoctorDirectory> = database.clone();
     let ephemeral: Arc<dyn EphemeralStore> =
         idp_store::connect_ephemeral(&runtime.config.storage.ephemeral)
             .await
@@ -63,14 +70,95 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         sessions,
         runtime.login,
     );
-    Ok(web::Data::new(AppState {
-        runtime,
+    let oidc = prepare_oidc(&runtime, &database, ephemeral.clone(), doctors.clone()).await?;
+    let state = web::Data::new(AppState {
+        runtime: runtime.clone(),
         login,
         validator,
         doctors,
         ephemeral,
         metrics: Metrics::default(),
-    }))
+        oidc,
+    });
+    crate::oidc::spawn_key_reloader(
+        state.clone(),
+        database,
+        Duration::from_secs(runtime.config.oidc.key_reload_secs.max(1)),
+    );
+    Ok(state)
+}
+
+/// The OpenID Provider: configured clients applied, signing keys loaded (and generated
+/// where an algorithm has none).
+async fn prepare_oidc(
+    runtime: &Runtime,
+    database: &Arc<idp_store::Database>,
+    ephemeral: Arc<dyn EphemeralStore>,
+    doctors: Arc<dyn DoctorDirectory>,
+) -> Result<OidcState, StartError> {
+    let config = &runtime.config.oidc;
+    let now = time::OffsetDateTime::now_utc();
+    let clients: Arc<dyn ClientStore> = database.clone();
+    for client in &runtime.clients {
+        clients
+            .put_client(client, now)
+            .await
+            .map_err(|e| StartError::Database(e.to_string()))?;
+    }
+    let id_token_ttl = Duration::from_secs(config.id_token_ttl_secs);
+    let key_retention = id_token_ttl + Duration::from_secs(config.key_reload_secs + 300);
+    let ring = crate::oidc::load_keys(database.as_ref(), &config.signing_algs, key_retention, now)
+        .await
+        .map_err(StartError::Keys)?;
+    let issuer = runtime.config.issuer.clone();
+    let settings = ProviderSettings {
+        issuer: issuer.clone(),
+        pairwise_salt: config.pairwise_salt.as_bytes().to_vec(),
+        id_token_ttl,
+        grants: GrantPolicy {
+            access_token_ttl: Duration::from_secs(config.access_token_ttl_secs),
+            refresh_token_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
+            refresh_family_ttl: Duration::from_secs(config.refresh_family_ttl_secs),
+            ..GrantPolicy::default()
+        },
+        pending_ttl: Duration::from_secs(600),
+        session_ttl: runtime.session.absolute,
+    };
+    let stores = ProviderStores {
+        clients,
+        consents: database.clone(),
+        refresh: database.clone(),
+        doctors,
+        ephemeral,
+    };
+    let login_url = runtime.config.login.url.clone();
+    let audiences = vec![
+        issuer.clone(),
+        format!("{issuer}/token"),
+        format!("{login_url}/token"),
+    ];
+    let provider = Provider::new(
+        settings,
+        stores,
+        ring.keys,
+        Arc::new(ConsentOnly),
+        audiences,
+    );
+    let discovery = crate::oidc::discovery_document(&issuer, &login_url, &config.signing_algs)
+        .map_err(StartError::Keys)?;
+    let rp_cas = Arc::new(tls::RpClientCas::new(&runtime.mtls_client_cas)?);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StartError::Keys(e.to_string()))?;
+    Ok(OidcState {
+        provider,
+        discovery,
+        rp_cas,
+        http,
+        key_retention,
+    })
 }
 
 /// Runs both listeners until the process is stopped.
@@ -102,8 +190,11 @@ pub async fn run(state: web::Data<AppState>) -> Result<(), StartError> {
     let login_listener = std::net::TcpListener::bind(runtime.config.login.listen)?;
     let login = match runtime.config.login.client_certificate {
         ClientCertificateSource::Tls => {
-            let login_tls =
-                tls::login_server_config(&runtime.login_identity, state.validator.clone())?;
+            let login_tls = tls::login_server_config(
+                &runtime.login_identity,
+                state.validator.clone(),
+                state.oidc.rp_cas.clone(),
+            )?;
             login_builder
                 .listen_rustls_0_23(login_listener, login_tls)?
                 .run()

@@ -12,13 +12,14 @@ use std::sync::Arc;
 
 use actix_web::dev::Extensions;
 use idp_core::hpki::{HpkiRefusal, HpkiValidator, PeerCertificate};
+use idp_core::oidc::client_auth::ClientCertificate;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use time::OffsetDateTime;
 
 use crate::config::ServerIdentity;
@@ -61,12 +62,57 @@ pub fn public_server_config(identity: &ServerIdentity) -> Result<ServerConfig, r
     Ok(config)
 }
 
-/// The login origin: a client certificate is required and verified by HPKI rules.
+/// The CAs of relying parties' TLS client certificates (`tls_client_auth`, RFC 8705).
+#[derive(Debug, Default)]
+pub struct RpClientCas {
+    anchors: Vec<TrustAnchor<'static>>,
+    subjects: Vec<DistinguishedName>,
+}
+
+impl RpClientCas {
+    pub fn new(cas: &[CertificateDer<'static>]) -> Result<Self, rustls::Error> {
+        let mut anchors = Vec::new();
+        let mut subjects = Vec::new();
+        for ca in cas {
+            let anchor = webpki::anchor_from_trusted_cert(ca)
+                .map_err(|e| rustls::Error::General(format!("oidc.mtls_client_cas: {e}")))?
+                .to_owned();
+            subjects.push(DistinguishedName::from(anchor.subject.as_ref().to_vec()));
+            anchors.push(anchor);
+        }
+        Ok(Self { anchors, subjects })
+    }
+
+    /// The client certificate of a relying party, when `chain` verifies to one of these
+    /// CAs for client authentication at `now`.
+    pub fn verify(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Option<ClientCertificate> {
+        let (leaf, intermediates) = chain.split_first()?;
+        if self.anchors.is_empty() {
+            return None;
+        }
+        let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
+        cert.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .ok()?;
+        ClientCertificate::from_der(leaf.as_ref())
+    }
+}
+
+/// The login origin: a client certificate is required and verified by HPKI rules (or,
+/// for relying parties' servers, by the RP client CAs).
 pub fn login_server_config(
     identity: &ServerIdentity,
     validator: Arc<HpkiValidator>,
+    rp_cas: Arc<RpClientCas>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let verifier = Arc::new(HpkiClientVerifier::new(validator));
+    let verifier = Arc::new(HpkiClientVerifier::new(validator, rp_cas));
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(verifier)
@@ -79,20 +125,23 @@ pub fn login_server_config(
 #[derive(Debug)]
 pub struct HpkiClientVerifier {
     validator: Arc<HpkiValidator>,
+    rp_cas: Arc<RpClientCas>,
     subjects: Vec<DistinguishedName>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl HpkiClientVerifier {
-    pub fn new(validator: Arc<HpkiValidator>) -> Self {
+    pub fn new(validator: Arc<HpkiValidator>, rp_cas: Arc<RpClientCas>) -> Self {
         let subjects = validator
             .trust()
             .ca_subjects()
             .into_iter()
             .map(DistinguishedName::from)
+            .chain(rp_cas.subjects.iter().cloned())
             .collect();
         Self {
             validator,
+            rp_cas,
             subjects,
             algorithms: provider().signature_verification_algorithms,
         }
@@ -110,19 +159,24 @@ impl ClientCertVerifier for HpkiClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let chain = std::iter::once(end_entity)
+        let chain: Vec<CertificateDer<'static>> = std::iter::once(end_entity)
             .chain(intermediates)
             .map(|c| c.clone().into_owned())
             .collect();
+        let unix_now = now;
         let now =
             OffsetDateTime::from_unix_timestamp(i64::try_from(now.as_secs()).unwrap_or(i64::MAX))
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let outcome =
-            PeerCertificate::new(chain).and_then(|peer| self.validator.validate(&peer, now));
+        let outcome = PeerCertificate::new(chain.clone())
+            .and_then(|peer| self.validator.validate(&peer, now));
         match outcome {
             Ok(_) => Ok(ClientCertVerified::assertion()),
             // Chains to a configured CA: let the handler show the reason on a page.
             Err(refusal) if refusal.issued_by_trusted_ca() => Ok(ClientCertVerified::assertion()),
+            // A relying party's server (tls_client_auth); handlers verify it again.
+            Err(_) if self.rp_cas.verify(&chain, unix_now).is_some() => {
+                Ok(ClientCertVerified::assertion())
+            }
             Err(refusal) => {
                 tracing::info!(
                     reason = refusal.code(),

@@ -52,6 +52,8 @@ crl_files = ["{crl}"]
 [storage]
 database = "sqlite::memory:"
 ephemeral = "memory"
+[oidc]
+pairwise_salt = "config-test-pairwise-salt"
 "#,
         cert = p(&f.manifest.server.cert),
         key = p(&f.manifest.server.key),

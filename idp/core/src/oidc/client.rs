@@ -116,6 +116,66 @@ impl ClientRegistration {
         }
     }
 
+    /// Checks that the registration is complete and safe; the reason otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        let id_ok = !self.client_id.is_empty()
+            && self.client_id.len() <= 128
+            && self.client_id.bytes().all(|b| b.is_ascii_graphic());
+        if !id_ok {
+            return Err("client_id must be 1-128 printable ASCII characters".into());
+        }
+        if self.redirect_uris.is_empty() {
+            return Err("at least one redirect URI is required".into());
+        }
+        for uri in self
+            .redirect_uris
+            .iter()
+            .chain(&self.post_logout_redirect_uris)
+        {
+            check_uri(uri)?;
+        }
+        if let Some(uri) = &self.backchannel_logout_uri {
+            check_uri(uri)?;
+        }
+        if !self
+            .allowed_scopes
+            .iter()
+            .any(|s| s == idp_vocabulary::scope::OPENID)
+        {
+            return Err("the scopes must include openid".into());
+        }
+        match self.auth_method {
+            TokenEndpointAuthMethod::ClientSecretBasic
+            | TokenEndpointAuthMethod::ClientSecretPost => {
+                let ok = self
+                    .secret_digest
+                    .as_ref()
+                    .is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()));
+                if !ok {
+                    return Err(
+                        "a client_secret method needs the secret's SHA-256 (64 hex digits)".into(),
+                    );
+                }
+            }
+            TokenEndpointAuthMethod::PrivateKeyJwt => {
+                if self.jwks.as_ref().is_none_or(|k| k.keys.is_empty()) {
+                    return Err("private_key_jwt needs the client's public keys (jwks)".into());
+                }
+            }
+            TokenEndpointAuthMethod::TlsClientAuth => {
+                if self.tls_client_auth_subject_dn.is_none()
+                    && self.tls_client_certificate_sha256.is_none()
+                {
+                    return Err(
+                        "tls_client_auth needs a certificate subject DN or SHA-256 thumbprint"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `uri` is registered, by exact string comparison (RFC 9700 §2.1).
     pub fn has_redirect_uri(&self, uri: &str) -> bool {
         self.redirect_uris
@@ -130,6 +190,19 @@ impl ClientRegistration {
             _ => false,
         }
     }
+}
+
+/// A registered URI: absolute https (http only for loopback hosts, RFC 8252 §7.3), no
+/// fragment.
+fn check_uri(uri: &str) -> Result<(), String> {
+    let loopback = matches!(host_of(uri), Some("127.0.0.1" | "[::1]" | "localhost"));
+    let scheme_ok = uri.starts_with("https://") || (uri.starts_with("http://") && loopback);
+    if !scheme_ok || host_of(uri).is_none() || uri.contains('#') {
+        return Err(format!(
+            "{uri:?} must be an absolute https URI (http only for loopback) without a fragment"
+        ));
+    }
+    Ok(())
 }
 
 /// The host of a URL, used as the default pairwise sector.
