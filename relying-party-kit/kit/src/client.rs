@@ -264,10 +264,7 @@ impl CallbackParams {
                 "code" => out.code.replace(AuthorizationCode::new(value)).is_some(),
                 "state" => out.state.replace(CsrfToken::new(value)).is_some(),
                 "iss" => out.iss.replace(value).is_some(),
-                "error" => out
-                    .error
-                    .replace(CoreAuthErrorResponseType::from_str_lossy(&value))
-                    .is_some(),
+                "error" => out.error.replace(auth_error_code(&value)).is_some(),
                 "error_description" => out.error_description.replace(value).is_some(),
                 _ => false,
             };
@@ -281,15 +278,11 @@ impl CallbackParams {
     }
 }
 
-trait FromStrLossy {
-    fn from_str_lossy(value: &str) -> Self;
-}
-
-impl FromStrLossy for CoreAuthErrorResponseType {
-    fn from_str_lossy(value: &str) -> Self {
-        serde_json::from_value(Value::String(value.to_owned()))
-            .unwrap_or_else(|_| Self::Extension(value.to_owned()))
-    }
+/// An `error` code of the authorization response; codes outside OIDC Core §3.1.2.6 and
+/// RFC 6749 §4.1.2.1 are kept as `Extension`.
+fn auth_error_code(value: &str) -> CoreAuthErrorResponseType {
+    serde_json::from_value(Value::String(value.to_owned()))
+        .unwrap_or_else(|_| CoreAuthErrorResponseType::Extension(value.to_owned()))
 }
 
 /// An ID token as the provider issued it, kept to send back as `id_token_hint` at logout.
