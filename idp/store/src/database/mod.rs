@@ -1,6 +1,10 @@
 //! The durable store: SQLite or PostgreSQL through one diesel connection type.
 
+mod clients;
+mod consents;
 mod doctors;
+mod keys;
+mod refresh;
 mod schema;
 
 use std::fmt;
@@ -11,6 +15,7 @@ use diesel::r2d2::{self, R2D2Connection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use idp_core::store::StoreError;
+use time::OffsetDateTime;
 
 use crate::Error;
 use crate::redact::RedactedUrl;
@@ -158,7 +163,9 @@ impl r2d2::HandleError<ConnectError> for TracingErrorHandler {
 type Pool = r2d2::Pool<Manager>;
 
 /// The durable store: a pool of connections to SQLite or PostgreSQL. Cheap to clone (the
-/// pool is shared). Implements [`idp_core::store::DoctorDirectory`].
+/// pool is shared). Implements [`idp_core::store::DoctorDirectory`],
+/// [`idp_core::store::ClientStore`], [`idp_core::store::KeyStore`],
+/// [`idp_core::store::ConsentStore`] and [`idp_core::store::RefreshTokenStore`].
 ///
 /// Every call runs its blocking diesel work on tokio's blocking thread pool, so it must be
 /// awaited inside a tokio runtime.
@@ -317,6 +324,16 @@ impl Database {
         .await
         .map_err(|e| StoreError::Unavailable(format!("database task failed: {e}")))?
     }
+}
+
+/// A stored unix timestamp read back, or [`StoreError::Corrupt`] naming what holds it
+/// (`what` is for logs: a table, a key and a column, never a secret).
+pub(crate) fn stored_time(
+    what: impl fmt::Display,
+    value: i64,
+) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(value)
+        .map_err(|_| StoreError::Corrupt(format!("{what} holds {value}, not a unix timestamp")))
 }
 
 /// Parses a connection URL into a target, or `None` if no backend matches.

@@ -30,3 +30,47 @@ diesel::table! {
         last_login_at -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    oidc_clients (client_id) {
+        client_id -> Text,
+        registration -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        alg -> Text,
+        private_key_pem -> Text,
+        created_at -> BigInt,
+        active_from -> BigInt,
+    }
+}
+
+diesel::table! {
+    consents (doctor_id, client_id) {
+        doctor_id -> Text,
+        client_id -> Text,
+        scopes -> Text,
+        claims -> Text,
+        granted_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_digest) {
+        token_digest -> Text,
+        family_id -> Text,
+        client_id -> Text,
+        doctor_id -> Text,
+        grant_json -> Text,
+        issued_at -> BigInt,
+        expires_at -> BigInt,
+        family_expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
