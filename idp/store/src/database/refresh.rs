@@ -1,12 +1,14 @@
 //! [`RefreshTokenStore`] over the `refresh_tokens` table: families of tokens stored by
 //! digest, rotated once, revoked as a whole on reuse (RFC 9700 §4.14.2).
 //!
-//! Rotation is race-free on both backends without row locks taken by hand: the token is
-//! claimed by a conditional `UPDATE … SET used_at = now WHERE … AND used_at IS NULL`,
-//! and only the transaction whose update changed the row stores a successor. On
-//! PostgreSQL (READ COMMITTED) a concurrent claimant waits for the row, re-checks the
-//! condition against the committed row and changes nothing; on SQLite write transactions
-//! are serialised anyway (`BEGIN IMMEDIATE`).
+//! Rotation is race-free on both backends: the token is claimed by a conditional
+//! `UPDATE … SET used_at = now WHERE … AND used_at IS NULL`, and only the transaction
+//! whose update changed the row stores a successor. On PostgreSQL (READ COMMITTED) a
+//! concurrent claimant waits for the row, re-checks the condition against the committed
+//! row and changes nothing; on SQLite write transactions are serialised anyway
+//! (`BEGIN IMMEDIATE`). Bulk revocations and deletions ([`Tokens`]) lock their rows in
+//! digest order and repeat until nothing is left, so that they neither deadlock with each
+//! other nor miss a successor committed meanwhile.
 
 use async_trait::async_trait;
 use diesel::prelude::*;
