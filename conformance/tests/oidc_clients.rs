@@ -1,0 +1,490 @@
+//! End to end: client authentication beyond secrets, certificate-bound tokens, token
+//! introspection and revocation, and logout (RP-initiated and back-channel).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use harness::{
+    CardStep, Pki, Server, ServerOptions, client, client_with, cookie, location, pki, present,
+    start,
+};
+
+const REDIRECT: &str = "https://rp.example/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Logs in with the doctor card through the browser leg of `client_id` (pre-approved);
+/// returns the code and the session cookie.
+async fn code_and_session(server: &Server, pki: &Pki, client_id: &str) -> (String, String) {
+    let browser = client(pki, None);
+    let mut cookies: Vec<String> = Vec::new();
+    let mut url = server.public(&format!(
+        "/authorize?client_id={client_id}&redirect_uri={REDIRECT}&response_type=code&scope=openid%20profile%20hpki&state=s&nonce=n&code_challenge={CHALLENGE}&code_challenge_method=S256"
+    ));
+    for _ in 0..10 {
+        if let Some(query) = url.strip_prefix(&format!("{REDIRECT}?")) {
+            let code = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("code="))
+                .unwrap_or_else(|| panic!("no code in {query}\n{}", server.log()))
+                .to_owned();
+            let session = cookies
+                .iter()
+                .find(|c| c.starts_with("__Host-idp_session="))
+                .unwrap()
+                .clone();
+            return (code, session);
+        }
+        if url.starts_with(&server.login("")) {
+            match present(&client(pki, Some("doctor")), &url).await {
+                CardStep::Ticket(next) => {
+                    url = next;
+                    continue;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        if url.starts_with('/') {
+            url = server.public(&url);
+        }
+        let response = browser
+            .get(&url)
+            .header(reqwest::header::COOKIE, cookies.join("; "))
+            .send()
+            .await
+            .unwrap();
+        for name in ["__Host-idp_login", "__Host-idp_session"] {
+            if let Some(c) = cookie(&response, name) {
+                cookies.retain(|k| !k.starts_with(name));
+                cookies.push(c);
+            }
+        }
+        assert_eq!(response.status(), 303, "{url}\n{}", server.log());
+        url = location(&response);
+    }
+    panic!("too many redirects");
+}
+
+async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    form: &str,
+    basic: Option<(&str, &str)>,
+) -> (u16, serde_json::Value) {
+    let mut request = http
+        .post(url)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form.to_owned());
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn code_form(code: &str) -> String {
+    format!(
+        "grant_type=authorization_code&code={code}&redirect_uri={REDIRECT}&code_verifier={VERIFIER}"
+    )
+}
+
+struct JwtClient {
+    key: EncodingKey,
+    public_pem: String,
+}
+
+fn jwt_client(dir: &Path) -> (JwtClient, std::path::PathBuf) {
+    let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("rp-key-1".into());
+    let jwks = jsonwebtoken::jwk::JwkSet { keys: vec![jwk] };
+    let path = dir.join("jwt-rp.jwks.json");
+    std::fs::write(&path, serde_json::to_string(&jwks).unwrap()).unwrap();
+    (
+        JwtClient {
+            key,
+            public_pem: pair.public_key_pem(),
+        },
+        path,
+    )
+}
+
+fn assertion(client: &JwtClient, aud: &str, exp_in: i64, jti: &str) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("rp-key-1".into());
+    let iat = now() as i64;
+    let claims = serde_json::json!({
+        "iss": "jwt-rp", "sub": "jwt-rp", "aud": aud, "jti": jti,
+        "iat": iat, "exp": iat + exp_in,
+    });
+    jsonwebtoken::encode(&header, &claims, &client.key).unwrap()
+}
+
+fn assertion_form(code: &str, assertion: &str) -> String {
+    format!(
+        "{}&client_id=jwt-rp&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}",
+        code_form(code)
+    )
+}
+
+#[tokio::test]
+async fn private_key_jwt_accepts_a_fresh_assertion_and_refuses_the_attacks() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (rp, jwks) = jwt_client(dir.path());
+    let server = start(
+        pki,
+        ServerOptions {
+            oidc_extra: format!(
+                r#"
+[[oidc.clients]]
+client_id = "jwt-rp"
+name = "JWT RP"
+auth_method = "private_key_jwt"
+jwks_file = "{}"
+redirect_uris = ["{REDIRECT}"]
+scopes = ["openid", "profile", "hpki"]
+pre_approved = true
+"#,
+                jwks.display()
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let http = client(pki, None);
+    let token_url = server.public("/token");
+    let aud = server.public("/token");
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let body = serde_json::json!({"iss": "jwt-rp", "sub": "jwt-rp", "aud": aud, "jti": "none-1", "exp": now() + 60});
+    let alg_none = format!(
+        "{}.{}.",
+        b64(serde_json::json!({"alg": "none"})),
+        b64(body.clone())
+    );
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &body,
+        &EncodingKey::from_secret(rp.public_pem.as_bytes()),
+    )
+    .unwrap();
+    let attacks = [
+        ("expired", assertion(&rp, &aud, -120, "exp-1")),
+        (
+            "wrong aud",
+            assertion(&rp, "https://other.example/token", 60, "aud-1"),
+        ),
+        ("too long", assertion(&rp, &aud, 3600, "long-1")),
+        ("alg none", alg_none),
+        ("HS256 with the public key", hs256),
+    ];
+    for (name, jwt) in attacks {
+        let (code, _) = code_and_session(&server, pki, "jwt-rp").await;
+        let (status, body) = post_form(&http, &token_url, &assertion_form(&code, &jwt), None).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{name}: {body}"
+        );
+    }
+    // A fresh assertion works; the same assertion again is a replay.
+    let jwt = assertion(&rp, &aud, 60, "fresh-1");
+    let (code, _) = code_and_session(&server, pki, "jwt-rp").await;
+    let (status, body) = post_form(&http, &token_url, &assertion_form(&code, &jwt), None).await;
+    assert_eq!(status, 200, "{body}\n{}", server.log());
+    let (code, _) = code_and_session(&server, pki, "jwt-rp").await;
+    let (status, body) = post_form(&http, &token_url, &assertion_form(&code, &jwt), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "replayed jti"
+    );
+    // The issuer is an accepted audience too.
+    let jwt = assertion(&rp, &server.public(""), 60, "issuer-aud-1");
+    let (code, _) = code_and_session(&server, pki, "jwt-rp").await;
+    let (status, _) = post_form(&http, &token_url, &assertion_form(&code, &jwt), None).await;
+    assert_eq!(status, 200);
+}
+
+/// A relying party's TLS client CA and certificate (RFC 8705 PKI method).
+fn rp_certificate(
+    dir: &Path,
+) -> (
+    std::path::PathBuf,
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    String,
+) {
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Regional Network Client CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut leaf = CertificateParams::new(vec!["rp.example".into()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "rp.example");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let ca_path = dir.join("rp-ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    let thumbprint = hex::encode(Sha256::digest(leaf_cert.der()));
+    (
+        ca_path,
+        vec![leaf_cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        thumbprint,
+    )
+}
+
+#[tokio::test]
+async fn tls_client_auth_binds_tokens_to_the_certificate() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, chain, key, thumbprint) = rp_certificate(dir.path());
+    let server = start(
+        pki,
+        ServerOptions {
+            oidc_extra: format!(
+                r#"mtls_client_cas = ["{ca}"]
+[[oidc.clients]]
+client_id = "mtls-rp"
+name = "mTLS RP"
+auth_method = "tls_client_auth"
+tls_client_certificate_sha256 = "{thumbprint}"
+redirect_uris = ["{REDIRECT}"]
+scopes = ["openid", "profile", "hpki"]
+pre_approved = true
+"#,
+                ca = ca.display()
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let rp = client_with(pki, Some((chain, key)));
+    // Over the public origin there is no certificate: refused.
+    let (code, _) = code_and_session(&server, pki, "mtls-rp").await;
+    let form = format!("{}&client_id=mtls-rp", code_form(&code));
+    let (status, body) = post_form(&client(pki, None), &server.public("/token"), &form, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // Over the mTLS origin (the discovery document's mtls_endpoint_aliases) it works.
+    let (code, _) = code_and_session(&server, pki, "mtls-rp").await;
+    let form = format!("{}&client_id=mtls-rp", code_form(&code));
+    let (status, tokens) = post_form(&rp, &server.login("/token"), &form, None).await;
+    assert_eq!(status, 200, "{tokens}\n{}", server.log());
+    let access = tokens["access_token"].as_str().unwrap();
+    // The token is bound: useless without the certificate, or with another one.
+    let userinfo = |http: reqwest::Client, url: String| async move {
+        http.get(url)
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(userinfo(rp.clone(), server.login("/userinfo")).await, 200);
+    assert_eq!(
+        userinfo(client(pki, None), server.public("/userinfo")).await,
+        401
+    );
+    assert_eq!(
+        userinfo(client(pki, Some("doctor")), server.login("/userinfo")).await,
+        401
+    );
+    // Introspection shows the binding (RFC 8705 §3.2).
+    let (status, info) = post_form(
+        &rp,
+        &server.login("/introspect"),
+        &format!("token={access}&client_id=mtls-rp"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(info["active"], true);
+    let x5t =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hex::decode(&thumbprint).unwrap());
+    assert_eq!(info["cnf"]["x5t#S256"], x5t.as_str());
+    // Revocation, then introspection says inactive.
+    let (status, _) = post_form(
+        &rp,
+        &server.login("/revoke"),
+        &format!("token={access}&client_id=mtls-rp"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, info) = post_form(
+        &rp,
+        &server.login("/introspect"),
+        &format!("token={access}&client_id=mtls-rp"),
+        None,
+    )
+    .await;
+    assert_eq!(info, serde_json::json!({"active": false}));
+}
+
+/// Receives one back-channel logout POST; returns its body.
+async fn logout_receiver() -> (u16, tokio::task::JoinHandle<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await
+                        .unwrap();
+                    return body.to_owned();
+                }
+            }
+            if n == 0 {
+                return String::new();
+            }
+        }
+    });
+    (port, task)
+}
+
+fn jwt_claims(jwt: &str) -> serde_json::Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn logout_reaches_relying_parties_by_back_channel_and_rp_initiated_logout_redirects() {
+    let pki = pki();
+    let (port, received) = logout_receiver().await;
+    let secret = "logout-rp-secret-0123456789";
+    let server = start(
+        pki,
+        ServerOptions {
+            oidc_extra: format!(
+                r#"
+[[oidc.clients]]
+client_id = "bc-rp"
+name = "Back-channel RP"
+secret_sha256 = "{digest}"
+auth_method = "client_secret_basic"
+redirect_uris = ["{REDIRECT}"]
+post_logout_redirect_uris = ["https://rp.example/bye"]
+backchannel_logout_uri = "http://127.0.0.1:{port}/backchannel"
+scopes = ["openid", "profile"]
+pre_approved = true
+"#,
+                digest = hex::encode(Sha256::digest(secret))
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let http = client(pki, None);
+    let (code, session) = code_and_session(&server, pki, "bc-rp").await;
+    let (status, tokens) = post_form(
+        &http,
+        &server.public("/token"),
+        &code_form(&code),
+        Some(("bc-rp", secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let id_claims = jwt_claims(&id_token);
+    // RP-initiated logout with the ID token as hint: straight to the registered URI.
+    let response = http
+        .get(server.public(&format!(
+            "/end_session?id_token_hint={id_token}&post_logout_redirect_uri=https://rp.example/bye&state=st"
+        )))
+        .header(reqwest::header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "https://rp.example/bye?state=st");
+    // The RP got a logout token for this session.
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), received)
+        .await
+        .expect("a back-channel logout arrives")
+        .unwrap();
+    let token = body.strip_prefix("logout_token=").expect("form body");
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
+    let claims = jwt_claims(token);
+    assert_eq!(claims["aud"], "bc-rp");
+    assert_eq!(claims["sid"], id_claims["sid"]);
+    assert_eq!(claims["sub"], id_claims["sub"]);
+    assert!(claims["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object());
+    assert!(claims.get("nonce").is_none());
+    // The session is gone.
+    let (status, _) = harness::session_json(&server, pki, &session).await;
+    assert_eq!(status, 401);
+    // An unregistered post-logout URI, or a forged hint, is refused on a page.
+    for query in [
+        format!("id_token_hint={id_token}&post_logout_redirect_uri=https://evil.example/"),
+        "id_token_hint=eyJhbGciOiJub25lIn0.e30.&post_logout_redirect_uri=https://rp.example/bye"
+            .to_owned(),
+    ] {
+        let response = http
+            .get(server.public(&format!("/end_session?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        assert!(response.headers().get("location").is_none());
+    }
+}
