@@ -416,7 +416,7 @@ async fn code_for(server: &Server, pki: &Pki, client_id: &str) -> (String, Strin
     let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
     let url = server.public(&format!(
-        "/authorize?client_id={client_id}&redirect_uri={REDIRECT}&response_type=code&scope=openid%20profile&state=x&code_challenge={challenge}&code_challenge_method=S256"
+        "/authorize?client_id={client_id}&redirect_uri={REDIRECT}&response_type=code&scope=openid%20profile%20offline_access&state=x&code_challenge={challenge}&code_challenge_method=S256"
     ));
     let mut browser = Browser::new(pki);
     match browse(server, pki, &mut browser, &url, "doctor", true).await {
@@ -598,4 +598,118 @@ async fn no_client_certificate_means_no_login() {
         CardStep::Refused(403, code) => assert_eq!(code, "revoked"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Production shape: two IdP processes sharing PostgreSQL and Redis serve one flow.
+#[tokio::test]
+async fn two_processes_on_postgres_and_redis_serve_one_flow() {
+    let (Some(pg), Some(redis)) = (
+        harness::required_env("IDP_TEST_POSTGRES_URL"),
+        harness::required_env("IDP_TEST_REDIS_URL"),
+    ) else {
+        return;
+    };
+    let pki = pki();
+    let name = format!("idp_oidc_{}", std::process::id());
+    let psql = |sql: &str| {
+        let out = std::process::Command::new("psql")
+            .arg(&pg)
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {name}"));
+    psql(&format!("CREATE DATABASE {name}"));
+    let (base, _) = pg.rsplit_once('/').unwrap();
+    let options = || ServerOptions {
+        database: Some(format!("{base}/{name}")),
+        ephemeral: redis.clone(),
+        oidc_extra: client_toml("rp", "pre_approved = true"),
+        ..ServerOptions::default()
+    };
+    let first = start(pki, options());
+    let second = start(
+        pki,
+        ServerOptions {
+            import_doctors: false,
+            ..options()
+        },
+    );
+    // Authorize (and log in) on the first, redeem the code on the second.
+    let (code, verifier) = code_for(&first, pki, "rp").await;
+    let form = format!(
+        "grant_type=authorization_code&code={code}&redirect_uri={REDIRECT}&code_verifier={verifier}"
+    );
+    let (status, tokens) = token_request(&second, pki, Some(("rp", SECRET)), &form).await;
+    assert_eq!(status, 200, "{tokens}\n{}", second.log());
+    let access = tokens["access_token"].as_str().unwrap();
+    for server in [&first, &second] {
+        let response = client(pki, None)
+            .get(server.public("/userinfo"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // Both processes sign with the same published keys.
+    let jwks = |server: &Server| {
+        let http = client(pki, None);
+        let url = server.public("/jwks");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(jwks(&first).await, jwks(&second).await);
+    // A refresh on the first, then the old token replayed on the second: reuse detected,
+    // and the rotated token dies on the first too.
+    let old = tokens["refresh_token"]
+        .as_str()
+        .expect("offline_access")
+        .to_owned();
+    let (status, rotated) = token_request(
+        &first,
+        pki,
+        Some(("rp", SECRET)),
+        &format!("grant_type=refresh_token&refresh_token={old}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["refresh_token"].as_str().unwrap().to_owned();
+    let (status, body) = token_request(
+        &second,
+        pki,
+        Some(("rp", SECRET)),
+        &format!("grant_type=refresh_token&refresh_token={old}"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, body) = token_request(
+        &first,
+        pki,
+        Some(("rp", SECRET)),
+        &format!("grant_type=refresh_token&refresh_token={new}"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    drop(first);
+    drop(second);
+    psql(&format!("DROP DATABASE IF EXISTS {name}"));
 }

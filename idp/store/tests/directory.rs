@@ -68,7 +68,10 @@ async fn suite(db: Database, raw: Option<RawSql<'_>>) {
     // Migrations: applied once, then a no-op.
     assert_eq!(
         db.migrate().await.expect("first migrate"),
-        vec!["2026-11-24-000001_doctors".to_owned()]
+        vec![
+            "2026-11-24-000001_doctors".to_owned(),
+            "2026-11-24-000002_oidc".to_owned()
+        ]
     );
     assert_eq!(
         db.migrate().await.expect("second migrate"),
