@@ -216,7 +216,8 @@ pub enum Rotation {
     /// The token was live: it is now used and its successor is stored. Carries the
     /// presented token's record.
     Rotated(RefreshRecord),
-    /// The token had already been used: the whole family is now revoked.
+    /// The token had already been used (even if it has expired since, while its family
+    /// lives): the whole family is now revoked.
     Reused { family_id: String },
     /// Unknown, expired, revoked, or issued to another client (nothing changed).
     Invalid,

@@ -236,7 +236,13 @@ impl RefreshTokenStore for Database {
                     // Unknown, revoked, expired or another client's: nothing changes. A
                     // used one (earlier, or by a concurrent presentation that won the
                     // claim) is reuse: the whole family goes.
-                    if !row.is_valid_for(&client_id, now) || row.used_at.is_none() {
+                    // A spent token stays evidence of theft after its own expiry, for as
+                    // long as its family lives.
+                    let reused = row.used_at.is_some()
+                        && row.client_id == client_id
+                        && row.revoked_at.is_none()
+                        && row.family_expires_at > now;
+                    if !reused {
                         return Ok(Rotation::Invalid);
                     }
                     Tokens::Family(&row.family_id).revoke(conn, now)?;
