@@ -713,3 +713,66 @@ async fn two_processes_on_postgres_and_redis_serve_one_flow() {
     drop(second);
     psql(&format!("DROP DATABASE IF EXISTS {name}"));
 }
+
+#[tokio::test]
+async fn a_doctor_sees_and_withdraws_a_consent_which_revokes_the_refresh_tokens() {
+    let pki = pki();
+    let server = server_with_clients(pki, &client_toml("rp", ""));
+    let kit = kit(&server, pki, "rp").await;
+    let mut browser = Browser::new(pki);
+    let (query, pending) = login_with_kit(
+        &server,
+        pki,
+        &mut browser,
+        &kit,
+        &["profile", "offline_access"],
+        &AuthParams::default(),
+    )
+    .await;
+    let login = kit
+        .finish(pending, &CallbackParams::from_query(&query).unwrap())
+        .await
+        .unwrap();
+    let refresh = login.refresh_token.clone().unwrap();
+    let account = browser
+        .get(&server.public("/account"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(account.contains(r#"data-client="rp""#), "{account}");
+    assert!(account.contains("氏名"));
+    // A foreign origin cannot withdraw it.
+    let response = browser
+        .post_form(
+            &server.public("/account/consents/revoke"),
+            "https://evil.example",
+            "client_id=rp",
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    let response = browser
+        .post_form(
+            &server.public("/account/consents/revoke"),
+            &server.public(""),
+            "client_id=rp",
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let account = browser
+        .get(&server.public("/account"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!account.contains(r#"data-client="rp""#));
+    assert!(
+        kit.refresh(&refresh, &login.subject).await.is_err(),
+        "refresh tokens revoked"
+    );
+    // The next login asks again.
+    let (url, _) = kit.begin(&["profile"], &AuthParams::default());
+    let response = browser.get(url.as_str()).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains(r#"name="pending""#));
+}

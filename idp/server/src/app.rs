@@ -107,6 +107,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::get().to(start_login))
         .route("/login/complete", web::get().to(complete_login))
         .route("/account", web::get().to(account))
+        .route("/account/consents/revoke", web::post().to(revoke_consent))
         .route("/api/session", web::get().to(session_json))
         .route("/logout", web::post().to(logout))
         .route("/healthz", web::get().to(healthz))
@@ -503,14 +504,99 @@ async fn account(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
             escape(&value)
         ));
     }
+    body.push_str("</dl>");
+    body.push_str(&consents_section(&state, lang, &session).await);
     body.push_str(&format!(
-        r#"</dl><form method="post" action="/logout"><button type="submit">{}</button></form>"#,
+        r#"<form method="post" action="/logout"><button type="submit">{}</button></form>"#,
         lang.pick("ログアウト", "Log out")
     ));
     html(
         StatusCode::OK,
         layout(lang, lang.pick("アカウント", "Account"), &body),
     )
+}
+
+/// The doctor's consents, each with the claims it covers and a button to withdraw it.
+async fn consents_section(state: &AppState, lang: Lang, session: &Session) -> String {
+    let stores = state.oidc.provider.stores();
+    let consents = match stores.consents.consents_of(&session.doctor_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "consents unavailable");
+            return String::new();
+        }
+    };
+    let mut out = format!(
+        "<h2>{}</h2>",
+        escape(lang.pick("情報提供への同意", "Consents"))
+    );
+    if consents.is_empty() {
+        out.push_str(&format!(
+            "<p>{}</p>",
+            escape(lang.pick(
+                "同意しているサービスはありません。",
+                "You have not consented to any service."
+            ))
+        ));
+        return out;
+    }
+    out.push_str(r#"<ul class="consents">"#);
+    for consent in consents {
+        let name = match stores.clients.client(&consent.client_id).await {
+            Ok(Some(client)) => client.name,
+            _ => consent.client_id.clone(),
+        };
+        let claims = consent
+            .claims
+            .iter()
+            .map(|c| crate::pages::claim_label(lang, c))
+            .collect::<Vec<_>>()
+            .join(lang.pick("、", ", "));
+        out.push_str(&format!(
+            r#"<li data-client="{id}"><strong>{name}</strong>: {claims}
+<form method="post" action="/account/consents/revoke"><input type="hidden" name="client_id" value="{id}"><button type="submit" class="secondary">{revoke}</button></form></li>"#,
+            id = escape(&consent.client_id),
+            name = escape(&name),
+            claims = escape(&claims),
+            revoke = escape(lang.pick("同意を取り消す", "Withdraw consent")),
+        ));
+    }
+    out.push_str("</ul>");
+    out
+}
+
+#[derive(Deserialize)]
+struct RevokeConsentForm {
+    client_id: String,
+}
+
+/// Withdraws a consent: the relying party's refresh tokens for this doctor are revoked in
+/// the same transaction, and the next login asks again.
+async fn revoke_consent(
+    req: HttpRequest,
+    form: web::Form<RevokeConsentForm>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if !crate::oidc::same_origin(&req, &state) {
+        return HttpResponse::Forbidden().finish();
+    }
+    let Some(session) = current_session(&req, &state).await else {
+        return see_other("/login?return_to=/account");
+    };
+    match state
+        .oidc
+        .provider
+        .stores()
+        .consents
+        .revoke_consent(&session.doctor_id, &form.client_id)
+        .await
+    {
+        Ok(_) => see_other("/account"),
+        Err(e) => {
+            tracing::error!(error = %e, "consent revocation failed");
+            HttpResponse::ServiceUnavailable().finish()
+        }
+    }
 }
 
 async fn session_json(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -54,14 +54,6 @@ impl RefreshRow {
         }
     }
 
-    /// Whether the token may be presented at `now` (unix seconds), ignoring its use.
-    fn is_valid_for(&self, client_id: &str, now: i64) -> bool {
-        self.client_id == client_id
-            && self.revoked_at.is_none()
-            && self.expires_at > now
-            && self.family_expires_at > now
-    }
-
     /// The domain record, or [`StoreError::Corrupt`] naming the family and the column
     /// (never the digest: it identifies a live token).
     fn into_record(self) -> Result<RefreshRecord, StoreError> {
