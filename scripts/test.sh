@@ -47,6 +47,12 @@ done
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --quiet -p idp-server --bin idp
+# Third-party relying-party libraries that conformance/tests/third_party_oidc.rs drives
+# against the live IdP (node openid-client, Python Authlib).
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/deps.sh nodejs npm
+npm ci --prefix conformance/clients/node --no-audit --no-fund --loglevel=error >/dev/null
+PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check \
+  -r conformance/clients/python/requirements.txt
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
