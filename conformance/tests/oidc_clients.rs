@@ -488,3 +488,98 @@ pre_approved = true
         assert!(response.headers().get("location").is_none());
     }
 }
+
+#[tokio::test]
+async fn the_admin_api_manages_clients_behind_its_token() {
+    let pki = pki();
+    let token = "admin-token-0123456789abcdef";
+    let server = start(
+        pki,
+        ServerOptions {
+            tables: format!(
+                "[admin]\ntoken_sha256 = \"{}\"\n",
+                hex::encode(Sha256::digest(token))
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let http = client(pki, None);
+    let url = server.public("/admin/api/clients");
+    for bad in [None, Some("wrong-token-0123456789")] {
+        let mut request = http.get(&url);
+        if let Some(bad) = bad {
+            request = request.bearer_auth(bad);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401);
+    }
+    let created = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "id": "api-rp", "name": "API RP", "redirect_uris": [REDIRECT],
+            "scopes": ["profile"], "id_token_alg": "ES256"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    assert!(created["client_secret"].as_str().unwrap().len() >= 32);
+    assert!(
+        created.get("secret_digest").is_none(),
+        "digests never leave"
+    );
+    // Invalid metadata is refused with the reason.
+    let refused = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({"id": "bad", "name": "Bad", "redirect_uris": ["http://evil.example/cb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    // The new client works at once: its authorization request goes to the card login.
+    let response = http
+        .get(server.public(&format!(
+            "/authorize?client_id=api-rp&redirect_uri={REDIRECT}&response_type=code&scope=openid&code_challenge={CHALLENGE}&code_challenge_method=S256"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert!(location(&response).starts_with("/login?"));
+    let listed: serde_json::Value = http
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let rotated: serde_json::Value = http
+        .post(format!("{url}/api-rp/rotate-secret"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(rotated["client_secret"], created["client_secret"]);
+    let removed = http
+        .delete(format!("{url}/api-rp"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    let gone = http
+        .get(format!("{url}/api-rp"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}

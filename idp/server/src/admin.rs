@@ -66,8 +66,10 @@ pub async fn list_keys(
         .collect())
 }
 
-/// Options of `idp client add`.
-#[derive(Debug, clap::Args)]
+/// A new client: the options of `idp client add`, and the JSON body of
+/// `POST /admin/api/clients` (same names, `jwks` inline instead of `jwks_file`).
+#[derive(Debug, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClientArgs {
     #[arg(long)]
     pub id: String,
@@ -75,31 +77,54 @@ pub struct ClientArgs {
     pub name: String,
     /// client_secret_basic, client_secret_post, private_key_jwt or tls_client_auth.
     #[arg(long, default_value = "client_secret_basic")]
+    #[serde(default = "default_method")]
     pub auth_method: String,
     #[arg(long = "redirect-uri", required = true)]
     pub redirect_uris: Vec<String>,
     #[arg(long = "post-logout-redirect-uri")]
+    #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
     /// Scopes the client may ask for (openid is always included).
     #[arg(long = "scope")]
+    #[serde(default)]
     pub scopes: Vec<String>,
     #[arg(long, default_value = "RS256")]
+    #[serde(default = "default_alg")]
     pub id_token_alg: String,
     #[arg(long)]
+    #[serde(default)]
     pub public_subject: bool,
     #[arg(long)]
+    #[serde(default)]
     pub pre_approved: bool,
     #[arg(long)]
+    #[serde(default)]
     pub refresh_tokens: bool,
     /// JWKS file of a private_key_jwt client.
     #[arg(long)]
+    #[serde(skip)]
     pub jwks_file: Option<std::path::PathBuf>,
+    /// The JWKS itself (admin API only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub jwks: Option<jsonwebtoken::jwk::JwkSet>,
     #[arg(long)]
+    #[serde(default)]
     pub tls_subject_dn: Option<String>,
     #[arg(long)]
+    #[serde(default)]
     pub tls_cert_sha256: Option<String>,
     #[arg(long)]
+    #[serde(default)]
     pub backchannel_logout_uri: Option<String>,
+}
+
+fn default_method() -> String {
+    "client_secret_basic".into()
+}
+
+fn default_alg() -> String {
+    "RS256".into()
 }
 
 fn parse_method(s: &str) -> Result<TokenEndpointAuthMethod, String> {
@@ -137,7 +162,7 @@ pub async fn add_client(
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             Some(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
         }
-        None => None,
+        None => args.jwks,
     };
     let mut scopes = vec![idp_vocabulary::scope::OPENID.to_owned()];
     for s in args.scopes {
@@ -202,4 +227,171 @@ pub fn client_summary(client: &ClientRegistration) -> String {
         map.remove("secret_digest");
     }
     value.to_string()
+}
+
+// ----- the admin API -------------------------------------------------------------------
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::app::AppState;
+
+/// Routes of the admin API (public origin); it answers 404 unless `[admin] token_sha256`
+/// is set.
+pub fn api_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/api/clients", web::get().to(api_list_clients))
+        .route("/admin/api/clients", web::post().to(api_add_client))
+        .route("/admin/api/clients/{id}", web::get().to(api_get_client))
+        .route(
+            "/admin/api/clients/{id}",
+            web::delete().to(api_remove_client),
+        )
+        .route(
+            "/admin/api/clients/{id}/rotate-secret",
+            web::post().to(api_rotate_secret),
+        );
+}
+
+fn api_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({"error": error, "error_description": description}))
+}
+
+fn unavailable() -> HttpResponse {
+    api_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "try again later",
+    )
+}
+
+/// The admin bearer token, checked against the configured digest in constant time.
+fn admin_check(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+    let Some(expected) = state.runtime.config.admin.token_sha256.as_deref() else {
+        return Err(HttpResponse::NotFound().finish());
+    };
+    let presented = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| Secret::from_client_secret(t.trim()));
+    match presented {
+        Some(token)
+            if idp_core::secret::digests_match(&token.digest(), &expected.to_ascii_lowercase()) =>
+        {
+            Ok(())
+        }
+        _ => Err(HttpResponse::Unauthorized()
+            .insert_header(("WWW-Authenticate", "Bearer realm=\"idp-admin\""))
+            .json(serde_json::json!({"error": "invalid_token"}))),
+    }
+}
+
+fn summary_json(client: &ClientRegistration) -> serde_json::Value {
+    serde_json::from_str(&client_summary(client)).unwrap_or_default()
+}
+
+async fn api_list_clients(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(denied) = admin_check(&req, &state) {
+        return denied;
+    }
+    match state.oidc.provider.stores().clients.clients().await {
+        Ok(clients) => {
+            HttpResponse::Ok().json(clients.iter().map(summary_json).collect::<Vec<_>>())
+        }
+        Err(_) => unavailable(),
+    }
+}
+
+async fn api_get_client(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(denied) = admin_check(&req, &state) {
+        return denied;
+    }
+    match state.oidc.provider.stores().clients.client(&id).await {
+        Ok(Some(client)) => HttpResponse::Ok().json(summary_json(&client)),
+        Ok(None) => api_error(StatusCode::NOT_FOUND, "not_found", "no such client"),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn api_add_client(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(denied) = admin_check(&req, &state) {
+        return denied;
+    }
+    let args: ClientArgs = match serde_json::from_slice(&body) {
+        Ok(args) => args,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    };
+    let store = state.oidc.provider.stores().clients.clone();
+    match add_client(store.as_ref(), args, OffsetDateTime::now_utc()).await {
+        Ok((client, secret)) => {
+            tracing::info!(
+                client = client.client_id,
+                "client registered through the admin API"
+            );
+            let mut body = summary_json(&client);
+            if let (Some(secret), Some(map)) = (secret, body.as_object_mut()) {
+                map.insert("client_secret".into(), secret.dangerous_expose().into());
+            }
+            HttpResponse::Created()
+                .insert_header(("Cache-Control", "no-store"))
+                .json(body)
+        }
+        Err(reason) => api_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &reason),
+    }
+}
+
+async fn api_remove_client(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(denied) = admin_check(&req, &state) {
+        return denied;
+    }
+    match state
+        .oidc
+        .provider
+        .stores()
+        .clients
+        .remove_client(&id)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(client = %id, "client removed through the admin API");
+            HttpResponse::NoContent().finish()
+        }
+        Ok(false) => api_error(StatusCode::NOT_FOUND, "not_found", "no such client"),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn api_rotate_secret(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(denied) = admin_check(&req, &state) {
+        return denied;
+    }
+    let store = state.oidc.provider.stores().clients.clone();
+    match rotate_secret(store.as_ref(), &id, OffsetDateTime::now_utc()).await {
+        Ok(secret) => HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(serde_json::json!({
+                "client_id": id.as_str(),
+                "client_secret": secret.dangerous_expose(),
+            })),
+        Err(reason) => api_error(StatusCode::BAD_REQUEST, "invalid_request", &reason),
+    }
 }

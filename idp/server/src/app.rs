@@ -113,7 +113,8 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
-        .configure(crate::oidc::public_routes);
+        .configure(crate::oidc::public_routes)
+        .configure(crate::admin::api_routes);
 }
 
 /// Routes of the login origin (client certificate required).

@@ -33,6 +33,17 @@ pub struct Config {
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     pub oidc: OidcConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin API (`/admin/api/…` on the public origin).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// SHA-256 (hex) of the admin bearer token (`idp client hash-secret` prints it). Unset:
+    /// the admin API does not exist.
+    pub token_sha256: Option<String>,
 }
 
 /// The OpenID Provider.
