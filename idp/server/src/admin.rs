@@ -266,10 +266,11 @@ fn unavailable() -> HttpResponse {
     )
 }
 
-/// The admin bearer token, checked against the configured digest in constant time.
-fn admin_check(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+/// The admin bearer token, checked against the configured digest in constant time: the
+/// refusal, or `None` when the request may proceed.
+fn admin_denial(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
     let Some(expected) = state.runtime.config.admin.token_sha256.as_deref() else {
-        return Err(HttpResponse::NotFound().finish());
+        return Some(HttpResponse::NotFound().finish());
     };
     let presented = req
         .headers()
@@ -281,11 +282,13 @@ fn admin_check(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> 
         Some(token)
             if idp_core::secret::digests_match(&token.digest(), &expected.to_ascii_lowercase()) =>
         {
-            Ok(())
+            None
         }
-        _ => Err(HttpResponse::Unauthorized()
-            .insert_header(("WWW-Authenticate", "Bearer realm=\"idp-admin\""))
-            .json(serde_json::json!({"error": "invalid_token"}))),
+        _ => Some(
+            HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer realm=\"idp-admin\""))
+                .json(serde_json::json!({"error": "invalid_token"})),
+        ),
     }
 }
 
@@ -294,7 +297,7 @@ fn summary_json(client: &ClientRegistration) -> serde_json::Value {
 }
 
 async fn api_list_clients(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if let Err(denied) = admin_check(&req, &state) {
+    if let Some(denied) = admin_denial(&req, &state) {
         return denied;
     }
     match state.oidc.provider.stores().clients.clients().await {
@@ -310,7 +313,7 @@ async fn api_get_client(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(denied) = admin_check(&req, &state) {
+    if let Some(denied) = admin_denial(&req, &state) {
         return denied;
     }
     match state.oidc.provider.stores().clients.client(&id).await {
@@ -325,7 +328,7 @@ async fn api_add_client(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(denied) = admin_check(&req, &state) {
+    if let Some(denied) = admin_denial(&req, &state) {
         return denied;
     }
     let args: ClientArgs = match serde_json::from_slice(&body) {
@@ -356,7 +359,7 @@ async fn api_remove_client(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(denied) = admin_check(&req, &state) {
+    if let Some(denied) = admin_denial(&req, &state) {
         return denied;
     }
     match state
@@ -381,7 +384,7 @@ async fn api_rotate_secret(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(denied) = admin_check(&req, &state) {
+    if let Some(denied) = admin_denial(&req, &state) {
         return denied;
     }
     let store = state.oidc.provider.stores().clients.clone();
