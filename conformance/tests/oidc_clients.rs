@@ -583,3 +583,134 @@ async fn the_admin_api_manages_clients_behind_its_token() {
         .unwrap();
     assert_eq!(gone.status(), 404);
 }
+
+fn idp(server: &Server, args: &[&str]) -> String {
+    let out = std::process::Command::new(harness::idp_bin())
+        .args(args)
+        .arg("--config")
+        .arg(&server.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "idp {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn id_token_kid(server: &Server, pki: &Pki, secret: &str) -> String {
+    let (code, _) = code_and_session(server, pki, "cli-rp").await;
+    let (status, tokens) = post_form(
+        &client(pki, None),
+        &server.public("/token"),
+        &code_form(&code),
+        Some(("cli-rp", secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    jsonwebtoken::decode_header(tokens["id_token"].as_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap()
+}
+
+async fn published_kids(server: &Server, pki: &Pki) -> Vec<String> {
+    let jwks: serde_json::Value = client(pki, None)
+        .get(server.public("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn clients_added_by_the_cli_work_and_keys_rotate_with_overlap() {
+    let pki = pki();
+    let server = start(
+        pki,
+        ServerOptions {
+            oidc_extra: "key_reload_secs = 1\nkey_publish_before_use_secs = 3\n".into(),
+            ..ServerOptions::default()
+        },
+    );
+    let out = idp(
+        &server,
+        &[
+            "client",
+            "add",
+            "--id",
+            "cli-rp",
+            "--name",
+            "CLI RP",
+            "--redirect-uri",
+            REDIRECT,
+            "--scope",
+            "profile",
+            "--id-token-alg",
+            "ES256",
+            "--pre-approved",
+        ],
+    );
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .expect("the secret is printed once")
+        .to_owned();
+    assert!(idp(&server, &["client", "list"]).contains("\"cli-rp\""));
+    assert!(!idp(&server, &["client", "list"]).contains(&secret));
+    let before = published_kids(&server, pki).await;
+    let old_kid = id_token_kid(&server, pki, &secret).await;
+    assert!(before.contains(&old_kid));
+    // Rotate: the new key is published (after a reload) before it signs.
+    let out = idp(
+        &server,
+        &["keys", "rotate", "--alg", "ES256", "--activate-in", "4"],
+    );
+    let new_kid = out.split_whitespace().nth(1).unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let during = published_kids(&server, pki).await;
+    assert!(
+        during.contains(&new_kid) && during.contains(&old_kid),
+        "{during:?}"
+    );
+    assert_eq!(
+        id_token_kid(&server, pki, &secret).await,
+        old_kid,
+        "not signing yet"
+    );
+    // After activation the new key signs; the old one is still published for its tokens.
+    tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+    assert_eq!(id_token_kid(&server, pki, &secret).await, new_kid);
+    assert!(published_kids(&server, pki).await.contains(&old_kid));
+    assert!(idp(&server, &["keys", "list"]).contains("retired, still published"));
+    // Rotating the secret invalidates the old one; removing the client ends it.
+    let rotated = idp(&server, &["client", "rotate-secret", "cli-rp"]);
+    assert!(!rotated.contains(&secret));
+    let (code, _) = code_and_session(&server, pki, "cli-rp").await;
+    let (status, _) = post_form(
+        &client(pki, None),
+        &server.public("/token"),
+        &code_form(&code),
+        Some(("cli-rp", &secret)),
+    )
+    .await;
+    assert_eq!(status, 401);
+    idp(&server, &["client", "remove", "cli-rp"]);
+    let response = client(pki, None)
+        .get(server.public(&format!(
+            "/authorize?client_id=cli-rp&redirect_uri={REDIRECT}&response_type=code&scope=openid&code_challenge={CHALLENGE}&code_challenge_method=S256"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
