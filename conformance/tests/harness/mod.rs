@@ -162,7 +162,21 @@ impl Default for ServerOptions {
     }
 }
 
+/// Starts a server; when a port chosen for it was taken meanwhile (other tests, load on
+/// the machine), starts again on new ports.
 pub fn start(pki: &Pki, opts: ServerOptions) -> Server {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match start_once(pki, &opts) {
+            Ok(server) => return server,
+            Err(log) if log.contains("in use") => last = log,
+            Err(log) => panic!("idp exited: {log}"),
+        }
+    }
+    panic!("no free ports after 5 attempts: {last}");
+}
+
+fn start_once(pki: &Pki, opts: &ServerOptions) -> Result<Server, String> {
     let dir = tempfile::tempdir().unwrap();
     let public_port = free_port();
     let login_port = free_port();
@@ -263,20 +277,21 @@ pairwise_salt = "conformance-pairwise-salt"
         login_port,
         config: config_path,
     };
-    wait_ready(&mut server);
-    server
+    wait_ready(&mut server)?;
+    Ok(server)
 }
 
-fn wait_ready(server: &mut Server) {
+/// Waits until both listeners accept connections; the log when the process exited.
+fn wait_ready(server: &mut Server) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("idp exited with {status}: {}", server.log());
+            return Err(format!("{status}: {}", server.log()));
         }
         let public = std::net::TcpStream::connect(("127.0.0.1", server.public_port)).is_ok();
         let login = std::net::TcpStream::connect(("127.0.0.1", server.login_port)).is_ok();
         if public && login {
-            return;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }

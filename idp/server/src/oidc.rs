@@ -412,6 +412,17 @@ fn presented(
     })
 }
 
+/// The parameters of a form-encoded request body (refused otherwise).
+fn form_body(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    if !is_form(req) {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    form_params(body)
+}
+
 fn is_form(req: &HttpRequest) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
@@ -425,15 +436,8 @@ fn is_form(req: &HttpRequest) -> bool {
 }
 
 async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    let basic_used = req.headers().contains_key(header::AUTHORIZATION);
     let outcome = async {
-        if !is_form(&req) {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidRequest,
-                "the body must be application/x-www-form-urlencoded",
-            ));
-        }
-        let pairs = form_params(&body)?;
+        let pairs = form_body(&req, &body)?;
         let presented = presented(&req, &state, &pairs)?;
         let form = TokenForm {
             grant_type: param(&pairs, "grant_type"),
@@ -458,7 +462,7 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -
         Err(e) => {
             state.metrics.count_token(e.code.as_str());
             tracing::info!(error = e.code.as_str(), detail = %e.description, "token request refused");
-            oauth_error(&e, basic_used)
+            oauth_error(&e, basic_used(&req))
         }
     }
 }
@@ -531,39 +535,28 @@ async fn userinfo_with(
     }
 }
 
-async fn authenticated_client(
+/// The authenticated client and the `token` parameter of a revocation or introspection
+/// request (RFC 7009 §2.1, RFC 7662 §2.1).
+async fn client_and_token(
     req: &HttpRequest,
     state: &AppState,
     body: &[u8],
-) -> Result<
-    (
-        idp_core::oidc::client::ClientRegistration,
-        Vec<(String, String)>,
-    ),
-    OAuthError,
-> {
-    if !is_form(req) {
-        return Err(OAuthError::new(
-            ErrorCode::InvalidRequest,
-            "the body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let pairs = form_params(body)?;
+) -> Result<(idp_core::oidc::client::ClientRegistration, String), OAuthError> {
+    let pairs = form_body(req, body)?;
     let presented = presented(req, state, &pairs)?;
     let client = state
         .oidc
         .provider
         .authenticate_client(&presented, OffsetDateTime::now_utc())
         .await?;
-    Ok((client, pairs))
+    let token = param(&pairs, "token")
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidRequest, "token is required"))?;
+    Ok((client, token))
 }
 
 async fn revoke(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    let basic_used = req.headers().contains_key(header::AUTHORIZATION);
     let outcome = async {
-        let (client, pairs) = authenticated_client(&req, &state, &body).await?;
-        let token = param(&pairs, "token")
-            .ok_or_else(|| OAuthError::new(ErrorCode::InvalidRequest, "token is required"))?;
+        let (client, token) = client_and_token(&req, &state, &body).await?;
         state
             .oidc
             .provider
@@ -575,7 +568,7 @@ async fn revoke(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) 
         Ok(()) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .finish(),
-        Err(e) => oauth_error(&e, basic_used),
+        Err(e) => oauth_error(&e, basic_used(&req)),
     }
 }
 
@@ -584,11 +577,8 @@ async fn introspect(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let basic_used = req.headers().contains_key(header::AUTHORIZATION);
     let outcome = async {
-        let (client, pairs) = authenticated_client(&req, &state, &body).await?;
-        let token = param(&pairs, "token")
-            .ok_or_else(|| OAuthError::new(ErrorCode::InvalidRequest, "token is required"))?;
+        let (client, token) = client_and_token(&req, &state, &body).await?;
         state
             .oidc
             .provider
@@ -598,8 +588,12 @@ async fn introspect(
     .await;
     match outcome {
         Ok(body) => json_no_store(StatusCode::OK, &body),
-        Err(e) => oauth_error(&e, basic_used),
+        Err(e) => oauth_error(&e, basic_used(&req)),
     }
+}
+
+fn basic_used(req: &HttpRequest) -> bool {
+    req.headers().contains_key(header::AUTHORIZATION)
 }
 
 // ----- authorization endpoint ---------------------------------------------------------
