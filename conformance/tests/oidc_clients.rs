@@ -17,8 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use harness::{
-    CardStep, Pki, Server, ServerOptions, client, client_with, cookie, location, pki, present,
-    start,
+    Browser, Leg, Pki, Server, ServerOptions, browse, client, client_with, location, pki, start,
 };
 
 const REDIRECT: &str = "https://rp.example/cb";
@@ -35,53 +34,26 @@ fn now() -> u64 {
 /// Logs in with the doctor card through the browser leg of `client_id` (pre-approved);
 /// returns the code and the session cookie.
 async fn code_and_session(server: &Server, pki: &Pki, client_id: &str) -> (String, String) {
-    let browser = client(pki, None);
-    let mut cookies: Vec<String> = Vec::new();
-    let mut url = server.public(&format!(
+    let url = server.public(&format!(
         "/authorize?client_id={client_id}&redirect_uri={REDIRECT}&response_type=code&scope=openid%20profile%20hpki&state=s&nonce=n&code_challenge={CHALLENGE}&code_challenge_method=S256"
     ));
-    for _ in 0..10 {
-        if let Some(query) = url.strip_prefix(&format!("{REDIRECT}?")) {
-            let code = query
-                .split('&')
-                .find_map(|p| p.strip_prefix("code="))
-                .unwrap_or_else(|| panic!("no code in {query}\n{}", server.log()))
-                .to_owned();
-            let session = cookies
-                .iter()
-                .find(|c| c.starts_with("__Host-idp_session="))
-                .unwrap()
-                .clone();
-            return (code, session);
-        }
-        if url.starts_with(&server.login("")) {
-            match present(&client(pki, Some("doctor")), &url).await {
-                CardStep::Ticket(next) => {
-                    url = next;
-                    continue;
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        if url.starts_with('/') {
-            url = server.public(&url);
-        }
-        let response = browser
-            .get(&url)
-            .header(reqwest::header::COOKIE, cookies.join("; "))
-            .send()
-            .await
-            .unwrap();
-        for name in ["__Host-idp_login", "__Host-idp_session"] {
-            if let Some(c) = cookie(&response, name) {
-                cookies.retain(|k| !k.starts_with(name));
-                cookies.push(c);
-            }
-        }
-        assert_eq!(response.status(), 303, "{url}\n{}", server.log());
-        url = location(&response);
-    }
-    panic!("too many redirects");
+    let mut browser = Browser::new(pki);
+    let query = match browse(server, pki, &mut browser, &url, "doctor", true, REDIRECT).await {
+        Leg::Callback(query) => query,
+        other => panic!("{other:?}\n{}", server.log()),
+    };
+    let code = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("code="))
+        .unwrap_or_else(|| panic!("no code in {query}"))
+        .to_owned();
+    let session = browser
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-idp_session="))
+        .expect("a session")
+        .clone();
+    (code, session)
 }
 
 async fn post_form(

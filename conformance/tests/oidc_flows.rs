@@ -10,7 +10,8 @@ use openidconnect::{ClientId, ClientSecret, IssuerUrl, RedirectUrl};
 use sha2::{Digest, Sha256};
 
 use harness::{
-    CardStep, Pki, Server, ServerOptions, client, cookie, location, pki, present, reason, start,
+    Browser, CardStep, Leg, Pki, Server, ServerOptions, browse, client, location, pki, present,
+    reason, start,
 };
 
 const REDIRECT: &str = "https://rp.example/cb";
@@ -67,133 +68,6 @@ async fn kit(server: &Server, pki: &Pki, client_id: &str) -> OidcClient {
     .unwrap_or_else(|e| panic!("discovery failed: {e}\n{}", server.log()))
 }
 
-/// A browser: cookies kept by hand (the harness clients have no cookie store).
-struct Browser {
-    http: reqwest::Client,
-    cookies: Vec<String>,
-}
-
-impl Browser {
-    fn new(pki: &Pki) -> Self {
-        Self {
-            http: client(pki, None),
-            cookies: Vec::new(),
-        }
-    }
-
-    fn keep(&mut self, response: &reqwest::Response) {
-        for name in ["__Host-idp_login", "__Host-idp_session"] {
-            if let Some(c) = cookie(response, name) {
-                self.cookies.retain(|k| !k.starts_with(&format!("{name}=")));
-                if !c.ends_with('=') {
-                    self.cookies.push(c);
-                }
-            }
-        }
-    }
-
-    async fn get(&mut self, url: &str) -> reqwest::Response {
-        let response = self
-            .http
-            .get(url)
-            .header(reqwest::header::COOKIE, self.cookies.join("; "))
-            .send()
-            .await
-            .unwrap();
-        self.keep(&response);
-        response
-    }
-
-    async fn post_form(&mut self, url: &str, origin: &str, form: &str) -> reqwest::Response {
-        let response = self
-            .http
-            .post(url)
-            .header(reqwest::header::COOKIE, self.cookies.join("; "))
-            .header(reqwest::header::ORIGIN, origin)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(form.to_owned())
-            .send()
-            .await
-            .unwrap();
-        self.keep(&response);
-        response
-    }
-}
-
-/// What the browser ended with.
-#[derive(Debug)]
-enum Leg {
-    /// Back at the client's redirect URI with this query.
-    Callback(String),
-    /// An IdP page: status and reason.
-    Page(u16, Option<String>),
-}
-
-/// Follows the browser leg from `url`: the card login with `card` when asked, the consent
-/// page approved when shown (`approve`), until the browser is sent to the client.
-async fn browse(
-    server: &Server,
-    pki: &Pki,
-    browser: &mut Browser,
-    url: &str,
-    card: &str,
-    approve: bool,
-) -> Leg {
-    let mut url = url.to_owned();
-    for _ in 0..12 {
-        if let Some(query) = url.strip_prefix(&format!("{REDIRECT}?")) {
-            return Leg::Callback(query.to_owned());
-        }
-        if url.starts_with(&server.login("")) {
-            match present(&client(pki, Some(card)), &url).await {
-                CardStep::Ticket(next) => {
-                    url = next;
-                    continue;
-                }
-                CardStep::Refused(status, code) => return Leg::Page(status, Some(code)),
-                CardStep::Handshake(e) => panic!("handshake failed: {e}"),
-            }
-        }
-        let absolute = if url.starts_with('/') {
-            server.public(&url)
-        } else {
-            url.clone()
-        };
-        let response = browser.get(&absolute).await;
-        let status = response.status().as_u16();
-        if status == 303 {
-            url = location(&response);
-            continue;
-        }
-        let body = response.text().await.unwrap();
-        if status == 200 && body.contains("name=\"pending\"") {
-            let pending = between(&body, "name=\"pending\" value=\"", "\"");
-            let decision = if approve { "approve" } else { "deny" };
-            let response = browser
-                .post_form(
-                    &server.public("/authorize/consent"),
-                    &server.public(""),
-                    &format!("pending={pending}&decision={decision}"),
-                )
-                .await;
-            assert_eq!(response.status(), 303, "consent answer");
-            url = location(&response);
-            continue;
-        }
-        return Leg::Page(status, reason(&body));
-    }
-    panic!("too many redirects from {url}");
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text.find(start).unwrap() + start.len();
-    let to = text[from..].find(end).unwrap() + from;
-    &text[from..to]
-}
-
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
@@ -210,7 +84,7 @@ async fn login_with_kit(
     params: &AuthParams,
 ) -> (String, PendingLogin) {
     let (url, pending) = kit.begin(scopes, params);
-    match browse(server, pki, browser, url.as_str(), "doctor", true).await {
+    match browse(server, pki, browser, url.as_str(), "doctor", true, REDIRECT).await {
         Leg::Callback(query) => (query, pending),
         Leg::Page(status, reason) => {
             panic!("stopped at a page: {status} {reason:?}\n{}", server.log())
@@ -314,7 +188,17 @@ async fn prompt_none_login_and_consent_required_and_denied_consent() {
     );
     // Log in, deny consent: access_denied.
     let (url, _) = kit.begin(&["profile"], &AuthParams::default());
-    match browse(&server, pki, &mut browser, url.as_str(), "doctor", false).await {
+    match browse(
+        &server,
+        pki,
+        &mut browser,
+        url.as_str(),
+        "doctor",
+        false,
+        REDIRECT,
+    )
+    .await
+    {
         Leg::Callback(query) => assert_eq!(
             query_param(&query, "error").as_deref(),
             Some("access_denied")
@@ -419,7 +303,7 @@ async fn code_for(server: &Server, pki: &Pki, client_id: &str) -> (String, Strin
         "/authorize?client_id={client_id}&redirect_uri={REDIRECT}&response_type=code&scope=openid%20profile%20offline_access&state=x&code_challenge={challenge}&code_challenge_method=S256"
     ));
     let mut browser = Browser::new(pki);
-    match browse(server, pki, &mut browser, &url, "doctor", true).await {
+    match browse(server, pki, &mut browser, &url, "doctor", true, REDIRECT).await {
         Leg::Callback(query) => (query_param(&query, "code").unwrap(), verifier.to_owned()),
         other => panic!("{other:?}\n{}", server.log()),
     }

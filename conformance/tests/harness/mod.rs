@@ -463,3 +463,131 @@ pub async fn session_json(server: &Server, pki: &Pki, session: &str) -> (u16, se
         .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
+
+/// A browser: cookies kept by hand (the harness clients have no cookie store).
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub cookies: Vec<String>,
+}
+
+impl Browser {
+    pub fn new(pki: &Pki) -> Self {
+        Self {
+            http: client(pki, None),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, response: &reqwest::Response) {
+        for name in ["__Host-idp_login", "__Host-idp_session"] {
+            if let Some(c) = cookie(response, name) {
+                self.cookies.retain(|k| !k.starts_with(&format!("{name}=")));
+                if !c.ends_with('=') {
+                    self.cookies.push(c);
+                }
+            }
+        }
+    }
+
+    pub async fn get(&mut self, url: &str) -> reqwest::Response {
+        let response = self
+            .http
+            .get(url)
+            .header(reqwest::header::COOKIE, self.cookies.join("; "))
+            .send()
+            .await
+            .unwrap();
+        self.keep(&response);
+        response
+    }
+
+    pub async fn post_form(&mut self, url: &str, origin: &str, form: &str) -> reqwest::Response {
+        let response = self
+            .http
+            .post(url)
+            .header(reqwest::header::COOKIE, self.cookies.join("; "))
+            .header(reqwest::header::ORIGIN, origin)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form.to_owned())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&response);
+        response
+    }
+}
+
+/// What the browser ended with.
+#[derive(Debug)]
+pub enum Leg {
+    /// Back at the client's redirect URI with this query.
+    Callback(String),
+    /// An IdP page: status and reason.
+    Page(u16, Option<String>),
+}
+
+/// Follows the browser leg from `url`: the card login with `card` when asked, the consent
+/// page answered when shown (`approve`), until the browser is sent to `redirect`.
+pub async fn browse(
+    server: &Server,
+    pki: &Pki,
+    browser: &mut Browser,
+    url: &str,
+    card: &str,
+    approve: bool,
+    redirect: &str,
+) -> Leg {
+    let mut url = url.to_owned();
+    for _ in 0..12 {
+        if let Some(query) = url.strip_prefix(&format!("{redirect}?")) {
+            return Leg::Callback(query.to_owned());
+        }
+        if url.starts_with(&server.login("")) {
+            match present(&client(pki, Some(card)), &url).await {
+                CardStep::Ticket(next) => {
+                    url = next;
+                    continue;
+                }
+                CardStep::Refused(status, code) => return Leg::Page(status, Some(code)),
+                CardStep::Handshake(e) => panic!("handshake failed: {e}"),
+            }
+        }
+        let absolute = if url.starts_with('/') {
+            server.public(&url)
+        } else {
+            url.clone()
+        };
+        let response = browser.get(&absolute).await;
+        let status = response.status().as_u16();
+        if status == 303 {
+            url = location(&response);
+            continue;
+        }
+        let body = response.text().await.unwrap();
+        if status == 200 && body.contains("name=\"pending\"") {
+            let pending = between(&body, "name=\"pending\" value=\"", "\"");
+            let decision = if approve { "approve" } else { "deny" };
+            let response = browser
+                .post_form(
+                    &server.public("/authorize/consent"),
+                    &server.public(""),
+                    &format!("pending={pending}&decision={decision}"),
+                )
+                .await;
+            assert_eq!(response.status(), 303, "consent answer");
+            url = location(&response);
+            continue;
+        }
+        return Leg::Page(status, reason(&body));
+    }
+    panic!("too many redirects from {url}");
+}
+
+pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text.find(start).unwrap() + start.len();
+    let to = text[from..].find(end).unwrap() + from;
+    &text[from..to]
+}
