@@ -614,11 +614,7 @@ async fn session_json(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
 async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     // A cross-site form cannot log a doctor out: SameSite=Lax keeps the cookie off
     // cross-site POSTs, and a foreign Origin is refused outright.
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    if origin.is_some_and(|origin| origin != state.runtime.config.public.url) {
+    if !crate::oidc::same_origin(&req, &state) {
         return HttpResponse::Forbidden().finish();
     }
     if let Err(e) = end_browser_session(&req, &state).await {
