@@ -704,12 +704,9 @@ pub fn generate(opts: &Options) -> Result<Manifest, Error> {
     }
 
     // TLS server certificate for localhost.
-    let server_key = pki::derive_key(seed, "server/localhost")?;
+    let server_key = pki::derive_ec_key(seed, "server/localhost")?;
     let server_profile = LeafProfile {
-        key_usages: vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ],
+        key_usages: vec![KeyUsagePurpose::DigitalSignature],
         ekus: vec![ExtendedKeyUsagePurpose::ServerAuth],
         policy: None,
         hc_role: HcRoleExt::Absent,

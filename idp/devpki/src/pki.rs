@@ -64,6 +64,48 @@ pub(crate) fn derive_key(seed: &str, label: &str) -> Result<KeyMaterial, Error> 
     })
 }
 
+/// P-256 key whose scalar is SHA-256("idp-devpki/ec-key" 0x00 seed 0x00 label) reduced
+/// modulo the group order: the TLS server key (ECDSA handshakes cost far less CPU than
+/// RSA-2048 ones, and TLS servers are free to choose; the cards stay RSA as HPKI issues them).
+pub(crate) fn derive_ec_key(seed: &str, label: &str) -> Result<KeyMaterial, Error> {
+    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::ec::{EcGroup, EcKey, EcPoint};
+    use openssl::nid::Nid;
+    let key_err = |e: openssl::error::ErrorStack| Error::Key {
+        label: label.to_owned(),
+        message: e.to_string(),
+    };
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(key_err)?;
+    let mut ctx = BigNumContext::new().map_err(key_err)?;
+    let mut order = BigNum::new().map_err(key_err)?;
+    group.order(&mut order, &mut ctx).map_err(key_err)?;
+    let hash =
+        BigNum::from_slice(&label_hash("idp-devpki/ec-key", seed, label)).map_err(key_err)?;
+    let mut scalar = BigNum::new().map_err(key_err)?;
+    scalar.nnmod(&hash, &order, &mut ctx).map_err(key_err)?;
+    let mut public = EcPoint::new(&group).map_err(key_err)?;
+    public
+        .mul_generator2(&group, &scalar, &mut ctx)
+        .map_err(key_err)?;
+    let ec = EcKey::from_private_components(&group, &scalar, &public).map_err(key_err)?;
+    let pkey = openssl::pkey::PKey::from_ec_key(ec).map_err(key_err)?;
+    let pkcs8_der = pkey.private_key_to_pkcs8().map_err(key_err)?;
+    let pkcs8_pem =
+        String::from_utf8(pkey.private_key_to_pem_pkcs8().map_err(key_err)?).map_err(|e| {
+            Error::Key {
+                label: label.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+    let keypair = KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8_pem, &rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| Error::cert(label, e))?;
+    Ok(KeyMaterial {
+        pkcs8_der,
+        pkcs8_pem,
+        keypair,
+    })
+}
+
 /// Loads a PKCS#8 PEM RSA key written earlier (for re-signing CRLs).
 pub(crate) fn load_key(path: &Path, pem: &str) -> Result<KeyPair, Error> {
     KeyPair::from_pkcs8_pem_and_sign_algo(pem, &PKCS_RSA_SHA256).map_err(|e| Error::Cert {
