@@ -420,14 +420,19 @@ impl Provider {
             Err(_) => return AuthorizeStep::Unavailable,
         };
         let requested = requested_claims(&client, &request.scopes, request.claims.as_ref());
-        let consent = match self
-            .stores
-            .consents
-            .consent(&session.doctor_id, &client.client_id)
-            .await
-        {
-            Ok(consent) => consent,
-            Err(_) => return AuthorizeStep::Unavailable,
+        // A pre-approved client needs no stored consent.
+        let consent = if client.pre_approved {
+            None
+        } else {
+            match self
+                .stores
+                .consents
+                .consent(&session.doctor_id, &client.client_id)
+                .await
+            {
+                Ok(consent) => consent,
+                Err(_) => return AuthorizeStep::Unavailable,
+            }
         };
         let decision = self.release.decide(&ReleaseRequest {
             client: &client,
