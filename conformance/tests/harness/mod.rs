@@ -18,11 +18,15 @@ pub fn workspace() -> PathBuf {
         .to_owned()
 }
 
-/// The `idp` binary: `IDP_BIN`, else `target/debug/idp` (the test command builds it first).
+/// The `idp` binary: `IDP_BIN`, else `debug/idp` in `CARGO_TARGET_DIR` or the workspace's
+/// `target` (the test command builds it first).
 pub fn idp_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
     let path = std::env::var_os("IDP_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/debug/idp"));
+        .unwrap_or_else(|| target.join("debug/idp"));
     assert!(
         path.exists(),
         "{} not found: run `cargo build -p idp-server` first",
