@@ -412,6 +412,33 @@ async fn token_endpoint_refuses_replay_theft_pkce_mismatch_and_bad_secrets() {
         }
     };
     assert_eq!(userinfo(access.clone()).await, 200);
+    // No token at all: the challenge without an error code (RFC 6750 §3.1).
+    let bare = client(pki, None)
+        .get(server.public("/userinfo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 401);
+    let challenge = bare.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.starts_with("Bearer") && !challenge.contains("error="),
+        "{challenge}"
+    );
+    let forged = client(pki, None)
+        .get(server.public("/userinfo"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        forged.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
     let (status, body) =
         token_request(&server, pki, Some(("rp", SECRET)), &form(&code, &verifier)).await;
     assert_eq!(

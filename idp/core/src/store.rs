@@ -188,7 +188,12 @@ pub trait ConsentStore: Send + Sync + Debug {
 
     /// Revokes a consent and every refresh token of that doctor and client, in one
     /// transaction; returns whether a consent existed.
-    async fn revoke_consent(&self, doctor: &DoctorId, client_id: &str) -> Result<bool, StoreError>;
+    async fn revoke_consent(
+        &self,
+        doctor: &DoctorId,
+        client_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
 
 /// A refresh token as stored: only the digest of the token is kept. Tokens of one

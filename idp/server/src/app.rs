@@ -589,7 +589,7 @@ async fn revoke_consent(
         .provider
         .stores()
         .consents
-        .revoke_consent(&session.doctor_id, &form.client_id)
+        .revoke_consent(&session.doctor_id, &form.client_id, state.now())
         .await
     {
         Ok(_) => see_other("/account"),

@@ -468,8 +468,9 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -
 }
 
 /// The bearer token of a request: the `Authorization` header, or (POST) the
-/// `access_token` form parameter (RFC 6750 §2.1, §2.2); never both.
-fn bearer(req: &HttpRequest, pairs: &[(String, String)]) -> Result<String, OAuthError> {
+/// `access_token` form parameter (RFC 6750 §2.1, §2.2); never both. `None` when there is
+/// none at all.
+fn bearer(req: &HttpRequest, pairs: &[(String, String)]) -> Result<Option<String>, OAuthError> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -482,15 +483,12 @@ fn bearer(req: &HttpRequest, pairs: &[(String, String)]) -> Result<String, OAuth
         });
     let form = param(pairs, "access_token");
     match (header, form) {
-        (Some(t), None) | (None, Some(t)) => Ok(t),
+        (Some(t), None) | (None, Some(t)) => Ok(Some(t)),
         (Some(_), Some(_)) => Err(OAuthError::new(
             ErrorCode::InvalidRequest,
             "more than one access token",
         )),
-        (None, None) => Err(OAuthError::new(
-            ErrorCode::InvalidToken,
-            "a bearer access token is required",
-        )),
+        (None, None) => Ok(None),
     }
 }
 
@@ -520,17 +518,25 @@ async fn userinfo_with(
     pairs: &[(String, String)],
 ) -> HttpResponse {
     let outcome = async {
-        let token = bearer(req, pairs)?;
+        let Some(token) = bearer(req, pairs)? else {
+            return Ok(None);
+        };
         let certificate = rp_certificate(req, state);
         state
             .oidc
             .provider
             .userinfo(&token, certificate.as_ref(), OffsetDateTime::now_utc())
             .await
+            .map(Some)
     }
     .await;
     match outcome {
-        Ok(claims) => json_no_store(StatusCode::OK, &claims),
+        Ok(Some(claims)) => json_no_store(StatusCode::OK, &claims),
+        // RFC 6750 §3.1: no credentials, so no error code, only the challenge.
+        Ok(None) => HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"idp\""))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish(),
         Err(e) => oauth_error(&e, false),
     }
 }

@@ -276,7 +276,7 @@ async fn clients(db: &Database, taro: &DoctorId, raw: Option<&Raw>) {
     assert!(!db.remove_client("never-registered").await.expect("remove"));
 
     // Clean up what later sections count.
-    db.revoke_consent(taro, "Z-lab").await.expect("revoke");
+    db.revoke_consent(taro, "Z-lab", T0).await.expect("revoke");
 }
 
 async fn keys(db: &Database) {
@@ -395,7 +395,11 @@ async fn consents(db: &Database, taro: &DoctorId, hanako: &DoctorId) {
     .expect("insert_refresh");
     let now = T0 + Duration::minutes(2);
     assert!(live(db, "c-2", now).await.is_some());
-    assert!(db.revoke_consent(taro, "portal").await.expect("revoke"));
+    assert!(
+        db.revoke_consent(taro, "portal", now)
+            .await
+            .expect("revoke")
+    );
     assert_eq!(db.consent(taro, "portal").await.expect("consent"), None);
     assert_eq!(live(db, "c-2", now).await, None);
     // The revoked successor is refused as revoked (Invalid), not as reuse.
@@ -409,7 +413,11 @@ async fn consents(db: &Database, taro: &DoctorId, hanako: &DoctorId) {
         db.consents_of(hanako).await.expect("consents_of"),
         vec![hanakos]
     );
-    assert!(!db.revoke_consent(taro, "portal").await.expect("revoke"));
+    assert!(
+        !db.revoke_consent(taro, "portal", now)
+            .await
+            .expect("revoke")
+    );
     assert_eq!(
         db.consents_of(taro).await.expect("consents_of"),
         vec![empty]
@@ -714,7 +722,9 @@ async fn revocation_races_rotation(db: Database, rounds: usize) {
             let (db, barrier, taro, client) = (db.clone(), barrier, taro.clone(), client.clone());
             async move {
                 barrier.wait().await;
-                db.revoke_consent(&taro, &client).await.expect("revoke")
+                db.revoke_consent(&taro, &client, now)
+                    .await
+                    .expect("revoke")
             }
         });
         let rotated = rotation.await.expect("task");

@@ -129,10 +129,13 @@ impl ConsentStore for Database {
         .await
     }
 
-    async fn revoke_consent(&self, doctor: &DoctorId, client_id: &str) -> Result<bool, StoreError> {
-        // The trait passes no `now`: the revocation time is only recorded (a revoked token
-        // is refused whatever its revoked_at), so the wall clock is good enough here.
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+    async fn revoke_consent(
+        &self,
+        doctor: &DoctorId,
+        client_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let now = now.unix_timestamp();
         let doctor = doctor.as_str().to_owned();
         let client_id = client_id.to_owned();
         self.run(move |conn| {
