@@ -100,10 +100,13 @@ async fn prepare_oidc(
     let now = time::OffsetDateTime::now_utc();
     let clients: Arc<dyn ClientStore> = database.clone();
     for client in &runtime.clients {
-        clients
-            .put_client(client, now)
-            .await
-            .map_err(|e| StartError::Database(e.to_string()))?;
+        // Two processes starting at once may both insert a new client: the loser of that
+        // race updates instead.
+        let mut outcome = clients.put_client(client, now).await;
+        if matches!(outcome, Err(idp_core::store::StoreError::Conflict(_))) {
+            outcome = clients.put_client(client, now).await;
+        }
+        outcome.map_err(|e| StartError::Database(e.to_string()))?;
     }
     let id_token_ttl = Duration::from_secs(config.id_token_ttl_secs);
     let key_retention = id_token_ttl + Duration::from_secs(config.key_reload_secs + 300);
