@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod hpki;
 pub mod login;
 pub mod oidc;
+pub mod saml;
 pub mod secret;
 pub mod session;
 pub mod store;
