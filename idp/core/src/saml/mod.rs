@@ -4,4 +4,5 @@
 //! parser sees a message.
 
 pub mod redirect;
+pub mod signature_shape;
 pub mod xml_guard;
