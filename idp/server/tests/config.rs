@@ -5,9 +5,13 @@
 #![allow(clippy::result_large_err)]
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use idp_server::config::Config;
+
+/// Loading reads the process environment, which the environment test changes: every load
+/// holds this lock so that no test sees another's variables.
+static ENVIRONMENT: Mutex<()> = Mutex::new(());
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -63,6 +67,7 @@ pairwise_salt = "config-test-pairwise-salt"
 }
 
 fn load(text: &str) -> Result<(), String> {
+    let _environment = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idp.toml");
     std::fs::write(&path, text).unwrap();
@@ -190,6 +195,7 @@ fn proxy_mode_needs_trusted_proxies() {
 
 #[test]
 fn environment_variables_override_the_file() {
+    let _environment = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
     figment::Jail::expect_with(|jail| {
         jail.create_file("idp.toml", &config_text(&good_anchor()))?;
         jail.set_env("IDP__STORAGE__DATABASE", "postgres://idp@db.example/idp");
