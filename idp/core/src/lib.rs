@@ -7,7 +7,6 @@ pub mod doctor;
 pub mod hpki;
 pub mod login;
 pub mod oidc;
-pub mod saml;
 pub mod secret;
 pub mod session;
 pub mod store;

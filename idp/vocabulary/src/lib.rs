@@ -64,4 +64,11 @@ pub mod saml_attribute {
     pub const SURNAME: &str = "urn:oid:2.5.4.4";
     pub const GIVEN_NAME: &str = "urn:oid:2.5.4.42";
     pub const MAIL: &str = "urn:oid:0.9.2342.19200300.100.1.3";
+    pub const POSTAL_ADDRESS: &str = "urn:oid:2.5.4.16";
+    /// Claims without a standard attribute, and the language variants of the name
+    /// claims, are named `urn:jp:hpki-idp:claim:` + the claim name, with `:` before a
+    /// language tag (`…:claim:family_name:ja-Kana-JP`).
+    pub const CLAIM_PREFIX: &str = "urn:jp:hpki-idp:claim:";
+    /// The `NameFormat` of every attribute we send.
+    pub const NAME_FORMAT_URI: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri";
 }

@@ -4,14 +4,14 @@
 //!
 //! Limits come before work: the encoded message is bounded before decoding, the inflated
 //! one while inflating (a deflate bomb stops at the limit), and the XML then goes through
-//! [`super::xml_guard::check`].
+//! [`crate::guard::check`].
 
 use std::io::Read;
 
 use base64::Engine;
 use x509_parser::prelude::FromDer;
 
-use super::xml_guard::{self, MAX_MESSAGE_BYTES, XmlRefusal};
+use crate::guard::{self, MAX_MESSAGE_BYTES, XmlRefusal};
 
 /// The longest encoded message accepted in a URL.
 pub const MAX_ENCODED_BYTES: usize = 32 * 1024;
@@ -92,7 +92,7 @@ impl QuerySignature {
 /// A decoded Redirect-binding message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedirectMessage {
-    /// The XML, checked by [`xml_guard::check`].
+    /// The XML, checked by [`guard::check`].
     pub xml: String,
     pub relay_state: Option<String>,
     /// Present when the sender signed the query string.
@@ -167,7 +167,7 @@ pub fn decode(raw_query: &str, param: &'static str) -> Result<RedirectMessage, R
     if xml.len() > MAX_MESSAGE_BYTES {
         return Err(XmlRefusal::TooLarge.into());
     }
-    let xml = xml_guard::check(&xml)?.to_owned();
+    let xml = guard::check(&xml)?.to_owned();
     let signature = match (sig_alg, signature) {
         (None, None) => None,
         (Some(alg), Some(sig)) => {

@@ -11,7 +11,7 @@ pub const MAX_DEPTH: usize = 32;
 /// Why a message was refused before parsing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum XmlRefusal {
-    #[error("the message is larger than {MAX_MESSAGE_BYTES} bytes")]
+    #[error("the message is too large")]
     TooLarge,
     #[error("the message is not UTF-8")]
     NotUtf8,
@@ -25,9 +25,17 @@ pub enum XmlRefusal {
     TooDeep,
 }
 
-/// Checks `bytes` and returns them as text.
+/// The largest metadata document accepted (one entity, several certificates).
+pub const MAX_METADATA_BYTES: usize = 512 * 1024;
+
+/// Checks a protocol message (at most [`MAX_MESSAGE_BYTES`]) and returns it as text.
 pub fn check(bytes: &[u8]) -> Result<&str, XmlRefusal> {
-    if bytes.len() > MAX_MESSAGE_BYTES {
+    check_sized(bytes, MAX_MESSAGE_BYTES)
+}
+
+/// Checks a document of at most `max` bytes and returns it as text.
+pub fn check_sized(bytes: &[u8], max: usize) -> Result<&str, XmlRefusal> {
+    if bytes.len() > max {
         return Err(XmlRefusal::TooLarge);
     }
     let text = std::str::from_utf8(bytes).map_err(|_| XmlRefusal::NotUtf8)?;
