@@ -66,13 +66,17 @@ pub enum IntakeError {
     #[error("{0}")]
     Untrusted(String),
     /// The SP is answered with a SAML status at its registered ACS.
-    #[error("{status:?}")]
-    Status {
-        acs_url: String,
-        in_response_to: String,
-        relay_state: Option<String>,
-        status: SamlStatus,
-    },
+    #[error("{0:?}")]
+    Status(Box<StatusAnswer>),
+}
+
+/// A SAML status to send to a registered ACS in answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusAnswer {
+    pub acs_url: String,
+    pub in_response_to: String,
+    pub relay_state: Option<String>,
+    pub status: SamlStatus,
 }
 
 fn untrusted(reason: impl std::fmt::Display) -> IntakeError {
@@ -282,11 +286,13 @@ pub fn accept(
     if issued > rules.now + rules.skew || issued < rules.now - rules.max_age - rules.skew {
         return Err(untrusted("the IssueInstant is too old or in the future"));
     }
-    let refuse = |status: SamlStatus| IntakeError::Status {
-        acs_url: acs.location.clone(),
-        in_response_to: request.id.clone(),
-        relay_state: decoded.relay_state.clone(),
-        status,
+    let refuse = |status: SamlStatus| {
+        IntakeError::Status(Box::new(StatusAnswer {
+            acs_url: acs.location.clone(),
+            in_response_to: request.id.clone(),
+            relay_state: decoded.relay_state.clone(),
+            status,
+        }))
     };
     if request.version != "2.0" {
         return Err(refuse(SamlStatus::new(

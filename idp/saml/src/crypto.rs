@@ -171,6 +171,34 @@ impl SigningCredential {
         signature.to_string().map_err(|e| SignError(e.to_string()))
     }
 
+    /// The `SigAlg` URI of query-string signatures (HTTP-Redirect binding).
+    pub fn sig_alg(&self) -> &'static str {
+        match self.method {
+            SignatureAlgorithm::EcdsaSha256 => {
+                "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+            }
+            _ => "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+        }
+    }
+
+    /// A raw signature over `data` (HTTP-Redirect query strings): RSA PKCS#1 v1.5 with
+    /// SHA-256, or ECDSA P-256 with SHA-256 as r‖s.
+    pub fn sign_bytes(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        let e = |e: openssl::error::ErrorStack| SignError(e.to_string());
+        let key = PKey::private_key_from_der(&self.key_der).map_err(e)?;
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).map_err(e)?;
+        signer.update(data).map_err(e)?;
+        let der = signer.sign_to_vec().map_err(e)?;
+        if key.id() != Id::EC {
+            return Ok(der);
+        }
+        let sig = openssl::ecdsa::EcdsaSig::from_der(&der).map_err(e)?;
+        let mut out = sig.r().to_vec_padded(32).map_err(e)?;
+        out.extend(sig.s().to_vec_padded(32).map_err(e)?);
+        Ok(out)
+    }
+
     /// Signs the first (document order) empty signature template in `xml`.
     pub fn sign(&self, xml: &str) -> Result<String, SignError> {
         Crypto::sign_xml(xml, &self.key_der).map_err(|e| SignError(e.to_string()))

@@ -195,6 +195,42 @@ pub fn decode(raw_query: &str, param: &'static str) -> Result<RedirectMessage, R
     })
 }
 
+/// Encodes `xml` for the Redirect binding (DEFLATE, base64, percent-encoding) and signs
+/// the query string with `credential`: `param=…[&RelayState=…]&SigAlg=…&Signature=…`.
+pub fn encode(
+    param: &str,
+    xml: &str,
+    relay_state: Option<&str>,
+    credential: &crate::crypto::SigningCredential,
+) -> Result<String, crate::crypto::SignError> {
+    use idp_core::oidc::provider::percent_encode;
+    use std::io::Write as _;
+    let mut deflater =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    deflater
+        .write_all(xml.as_bytes())
+        .map_err(|e| crate::crypto::SignError(e.to_string()))?;
+    let deflated = deflater
+        .finish()
+        .map_err(|e| crate::crypto::SignError(e.to_string()))?;
+    let mut query = format!(
+        "{param}={}",
+        percent_encode(&base64::engine::general_purpose::STANDARD.encode(deflated))
+    );
+    if let Some(rs) = relay_state {
+        query.push_str("&RelayState=");
+        query.push_str(&percent_encode(rs));
+    }
+    query.push_str("&SigAlg=");
+    query.push_str(&percent_encode(credential.sig_alg()));
+    let signature = credential.sign_bytes(query.as_bytes())?;
+    query.push_str("&Signature=");
+    query.push_str(&percent_encode(
+        &base64::engine::general_purpose::STANDARD.encode(signature),
+    ));
+    Ok(query)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,24 +247,16 @@ mod tests {
     }
 
     fn enc(value: &str) -> String {
-        crate::oidc::provider::percent_encode(value)
+        idp_core::oidc::provider::percent_encode(value)
     }
 
-    /// An RSA-2048 key and a self-signed certificate (DER) for it.
-    fn signer() -> (rcgen::KeyPair, Vec<u8>) {
-        use rsa::pkcs8::EncodePrivateKey;
-        let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("rsa");
-        let der = key.to_pkcs8_der().expect("pkcs8");
-        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-            &rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes()),
-            &rcgen::PKCS_RSA_SHA256,
-        )
-        .expect("key pair");
-        let cert = rcgen::CertificateParams::new(vec!["sp.example".into()])
-            .expect("params")
-            .self_signed(&pair)
-            .expect("cert");
-        (pair, cert.der().to_vec())
+    /// An RSA-2048 key with a self-signed certificate: (signer, certificate DER).
+    fn signer() -> (crate::crypto::SigningCredential, Vec<u8>) {
+        let (key, cert) =
+            crate::crypto::SigningCredential::generate_pem("sp.example", 1).expect("key");
+        let credential = crate::crypto::SigningCredential::from_pem(&key, &cert).expect("pem");
+        let der = credential.certificate_der().to_vec();
+        (credential, der)
     }
 
     #[test]
@@ -304,8 +332,7 @@ mod tests {
             "SAMLRequest={message}&RelayState=rs&SigAlg={}",
             enc(RSA_SHA256)
         );
-        use rcgen::SigningKey as _;
-        let raw = key.sign(signed.as_bytes()).expect("signs");
+        let raw = key.sign_bytes(signed.as_bytes()).expect("signs");
         let signature = enc(&base64::engine::general_purpose::STANDARD.encode(raw));
         let query = format!("{signed}&Signature={signature}");
         let decoded = decode(&query, "SAMLRequest").expect("decodes");
