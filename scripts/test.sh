@@ -9,7 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# libxml2-dev, libxmlsec1-dev and libclang-dev build samael's xmlsec bindings (idp-saml);
+# xmlsec1 is the independent signature check of the SAML tests and pysaml2's signer.
 scripts/deps.sh build-essential pkg-config libssl-dev libpq-dev curl \
+  libxml2-dev libxmlsec1-dev libclang-dev xmlsec1 \
   softhsm2 libengine-pkcs11-openssl p11-kit postgresql-client redis-tools
 
 export IDP_TEST_POSTGRES_URL="${IDP_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -47,8 +50,8 @@ done
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --quiet -p idp-server --bin idp
-# Third-party relying-party libraries that conformance/tests/third_party_oidc.rs drives
-# against the live IdP (node openid-client, Python Authlib).
+# Third-party relying parties that conformance/tests/third_party_*.rs drive against the
+# live IdP (node openid-client, Python Authlib and pysaml2).
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/deps.sh nodejs npm
 npm ci --prefix conformance/clients/node --no-audit --no-fund --loglevel=error >/dev/null
 PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check \

@@ -168,6 +168,36 @@ impl Default for ServerOptions {
 
 /// Starts a server; when a port chosen for it was taken meanwhile (other tests, load on
 /// the machine), starts again on new ports.
+/// A SAML signing key and certificate (PEM files), generated once per test process:
+/// `[saml]` TOML naming them.
+#[allow(dead_code)]
+pub fn saml_table(extra: &str) -> String {
+    static KEYS: std::sync::OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> =
+        std::sync::OnceLock::new();
+    let (_, key, cert) = KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (key_pem, cert_pem) =
+            idp_saml::crypto::SigningCredential::generate_pem("conformance IdP", 30).unwrap();
+        let (key, cert) = (dir.path().join("saml.key"), dir.path().join("saml.crt"));
+        std::fs::write(&key, key_pem).unwrap();
+        std::fs::write(&cert, cert_pem).unwrap();
+        (dir, key, cert)
+    });
+    format!(
+        "[saml]\nsigning_key = \"{}\"\nsigning_cert = \"{}\"\n{extra}\n",
+        key.display(),
+        cert.display()
+    )
+}
+
+/// The PEM certificate of [`saml_table`]'s key.
+#[allow(dead_code)]
+pub fn saml_certificate_pem() -> String {
+    let table = saml_table("");
+    let cert = between(&table, "signing_cert = \"", "\"");
+    std::fs::read_to_string(cert).unwrap()
+}
+
 pub fn start(pki: &Pki, opts: ServerOptions) -> Server {
     let mut last = String::new();
     for _ in 0..5 {

@@ -146,6 +146,34 @@ pub trait ClientStore: Send + Sync + Debug {
     async fn remove_client(&self, client_id: &str) -> Result<bool, StoreError>;
 }
 
+/// A SAML service provider as stored: its metadata as registered and the
+/// administrator's settings (JSON of `idp_saml::sp::SpSettings`), both parsed by the
+/// SAML crate when read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpRecord {
+    pub entity_id: String,
+    pub metadata: String,
+    pub settings: String,
+    /// When the metadata was last read from its source (file or URL).
+    pub fetched_at: OffsetDateTime,
+}
+
+/// SAML service providers registered at run time (CLI, admin API, metadata refresh).
+#[async_trait]
+pub trait SpStore: Send + Sync + Debug {
+    /// The SP with this entity ID, if registered.
+    async fn sp(&self, entity_id: &str) -> Result<Option<SpRecord>, StoreError>;
+
+    /// All SPs, ordered by entity ID.
+    async fn sps(&self) -> Result<Vec<SpRecord>, StoreError>;
+
+    /// Inserts or replaces the SP with this entity ID.
+    async fn put_sp(&self, record: &SpRecord, now: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Removes an SP and the consents given to it; returns whether it existed.
+    async fn remove_sp(&self, entity_id: &str) -> Result<bool, StoreError>;
+}
+
 /// Signing keys.
 #[async_trait]
 pub trait KeyStore: Send + Sync + Debug {

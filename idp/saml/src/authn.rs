@@ -45,7 +45,7 @@ pub enum Received<'a> {
 }
 
 /// An AuthnRequest that passed every check.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AcceptedRequest {
     pub id: String,
     pub sp_entity_id: String,

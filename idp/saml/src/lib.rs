@@ -12,6 +12,8 @@ pub mod attributes;
 pub mod authn;
 pub mod crypto;
 pub mod guard;
+pub mod idp;
+pub mod metadata;
 pub mod redirect;
 pub mod response;
 pub mod shape;

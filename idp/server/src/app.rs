@@ -35,6 +35,8 @@ pub struct AppState {
     pub ephemeral: Arc<dyn EphemeralStore>,
     pub metrics: Metrics,
     pub oidc: crate::oidc::OidcState,
+    /// The SAML IdP, when configured.
+    pub saml: Option<crate::saml::SamlState>,
 }
 
 impl AppState {
@@ -114,6 +116,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .configure(crate::oidc::public_routes)
+        .configure(crate::saml::public_routes)
         .configure(crate::admin::api_routes);
 }
 

@@ -35,6 +35,93 @@ pub struct Config {
     pub oidc: OidcConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The SAML 2.0 IdP; absent: no SAML endpoints.
+    #[serde(default)]
+    pub saml: Option<SamlConfig>,
+}
+
+/// The SAML 2.0 identity provider.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamlConfig {
+    /// The IdP's entity ID (default: `{issuer}/saml/metadata`, where the metadata is).
+    #[serde(default)]
+    pub entity_id: Option<String>,
+    /// PEM private key (RSA ≥ 2048 or P-256) that signs responses and metadata.
+    pub signing_key: PathBuf,
+    /// PEM certificate of that key, published in the metadata.
+    pub signing_cert: PathBuf,
+    /// PEM certificate of the next key, published ahead of a rollover.
+    #[serde(default)]
+    pub next_signing_cert: Option<PathBuf>,
+    /// Require signed AuthnRequests from every SP (`WantAuthnRequestsSigned`).
+    #[serde(default)]
+    pub require_signed_requests: bool,
+    /// How long an assertion may be presented to the SP.
+    #[serde(default = "default_assertion_ttl")]
+    pub assertion_ttl_secs: u64,
+    /// How old an AuthnRequest may be (its ID is remembered as long, against replay).
+    #[serde(default = "default_assertion_ttl")]
+    pub request_max_age_secs: u64,
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_secs: u64,
+    /// The organisation named in the metadata.
+    #[serde(default = "default_organization")]
+    pub organization: String,
+    /// How often metadata fetched from a URL is refreshed when it states no
+    /// `cacheDuration`.
+    #[serde(default = "default_metadata_refresh")]
+    pub metadata_refresh_secs: u64,
+    /// Service providers registered by configuration (applied at every start).
+    #[serde(default)]
+    pub sps: Vec<SpConfig>,
+}
+
+fn default_assertion_ttl() -> u64 {
+    300
+}
+
+fn default_clock_skew() -> u64 {
+    60
+}
+
+fn default_organization() -> String {
+    "医師資格証 シングルサインオン".to_owned()
+}
+
+fn default_metadata_refresh() -> u64 {
+    6 * 3600
+}
+
+/// A service provider registered in the configuration file: its metadata from a file or
+/// an https URL (a URL needs the certificate that signs the metadata).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpConfig {
+    #[serde(default)]
+    pub metadata_file: Option<PathBuf>,
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+    #[serde(default)]
+    pub metadata_signing_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub name_id_format: idp_saml::sp::NameIdFormat,
+    #[serde(default = "yes")]
+    pub sign_response: bool,
+    #[serde(default)]
+    pub require_signed_requests: bool,
+    #[serde(default)]
+    pub claims: Vec<String>,
+    #[serde(default)]
+    pub pre_approved: bool,
+    #[serde(default)]
+    pub idp_initiated: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The admin API (`/admin/api/…` on the public origin).
@@ -338,6 +425,8 @@ pub struct Runtime {
     pub clients: Vec<ClientRegistration>,
     /// Anchors of relying parties' TLS client certificates.
     pub mtls_client_cas: Vec<CertificateDer<'static>>,
+    /// The SAML IdP, when configured.
+    pub saml: Option<SamlRuntime>,
 }
 
 impl Config {
@@ -566,7 +655,9 @@ impl Config {
                 })?;
             clients.push(registration);
         }
+        let saml = self.saml_runtime(&resolve)?;
         Ok(Arc::new(Runtime {
+            saml,
             clients,
             mtls_client_cas,
             base_dir: base_dir.to_owned(),
@@ -578,6 +669,121 @@ impl Config {
             session,
             crl_files,
             config: self,
+        }))
+    }
+}
+
+/// The SAML IdP's configuration with its files loaded.
+#[derive(Debug)]
+pub struct SamlRuntime {
+    pub entity_id: String,
+    pub credential: idp_saml::crypto::SigningCredential,
+    /// Base64 DER of the next signing certificate, published ahead of a rollover.
+    pub next_certificate: Option<String>,
+    /// Service providers of the configuration file: metadata (from a file, or `None`
+    /// for a URL fetched at start) and settings.
+    pub sps: Vec<(Option<String>, idp_saml::sp::SpSettings)>,
+}
+
+impl Config {
+    fn saml_runtime(
+        &self,
+        resolve: &dyn Fn(&Path) -> PathBuf,
+    ) -> Result<Option<SamlRuntime>, ConfigError> {
+        let Some(saml) = &self.saml else {
+            return Ok(None);
+        };
+        let text = |key: &'static str, path: &Path| {
+            String::from_utf8(read(key, &resolve(path))?).map_err(|_| ConfigError::Invalid {
+                key,
+                reason: "not UTF-8 text".into(),
+            })
+        };
+        let credential = idp_saml::crypto::SigningCredential::from_pem(
+            &text("saml.signing_key", &saml.signing_key)?,
+            &text("saml.signing_cert", &saml.signing_cert)?,
+        )
+        .map_err(|e| ConfigError::Invalid {
+            key: "saml.signing_key",
+            reason: e.to_string(),
+        })?;
+        let next_certificate = match &saml.next_signing_cert {
+            Some(path) => {
+                let der = idp_saml::sp::pem_certificate(&text("saml.next_signing_cert", path)?)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        key: "saml.next_signing_cert",
+                        reason: "not a PEM certificate".into(),
+                    })?;
+                Some(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    der,
+                ))
+            }
+            None => None,
+        };
+        let entity_id = saml
+            .entity_id
+            .clone()
+            .unwrap_or_else(|| format!("{}/saml/metadata", self.issuer));
+        let now = time::OffsetDateTime::now_utc();
+        let mut sps = Vec::new();
+        for sp in &saml.sps {
+            let metadata_signing_certificate = match &sp.metadata_signing_cert {
+                Some(path) => Some(text("saml.sps.metadata_signing_cert", path)?),
+                None => None,
+            };
+            let settings = idp_saml::sp::SpSettings {
+                display_name: sp.display_name.clone(),
+                name_id_format: sp.name_id_format,
+                sign_response: sp.sign_response,
+                require_signed_requests: sp.require_signed_requests,
+                claims: sp.claims.clone(),
+                pre_approved: sp.pre_approved,
+                metadata_url: sp.metadata_url.clone(),
+                metadata_signing_certificate,
+                idp_initiated: sp.idp_initiated,
+            };
+            let metadata = match (&sp.metadata_file, &sp.metadata_url) {
+                (Some(path), None) => {
+                    let xml = text("saml.sps.metadata_file", path)?;
+                    idp_saml::sp::ServiceProvider::from_metadata(&xml, settings.clone(), now)
+                        .map_err(|e| ConfigError::Invalid {
+                            key: "saml.sps.metadata_file",
+                            reason: format!("{}: {e}", path.display()),
+                        })?;
+                    Some(xml)
+                }
+                (None, Some(url)) => {
+                    if !url.starts_with("https://") {
+                        return Err(ConfigError::Invalid {
+                            key: "saml.sps.metadata_url",
+                            reason: format!("{url} is not an https URL"),
+                        });
+                    }
+                    if settings.metadata_signing_certificate.is_none() {
+                        return Err(ConfigError::Invalid {
+                            key: "saml.sps.metadata_signing_cert",
+                            reason: format!(
+                                "metadata fetched from {url} must be signed: name the signer's certificate"
+                            ),
+                        });
+                    }
+                    None
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "saml.sps",
+                        reason: "set exactly one of metadata_file and metadata_url".into(),
+                    });
+                }
+            };
+            sps.push((metadata, settings));
+        }
+        Ok(Some(SamlRuntime {
+            entity_id,
+            credential,
+            next_certificate,
+            sps,
         }))
     }
 }

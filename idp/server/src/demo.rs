@@ -36,6 +36,7 @@ pub async fn prepare(opts: &DemoOptions) -> Result<(PathBuf, idp_devpki::Manifes
         })
         .map_err(|e| format!("test PKI: {e}"))?
     };
+    saml_keys(&opts.dir)?;
     let config = demo_config(&manifest, &opts.dir, opts.public_port, opts.login_port);
     let config_path = opts.dir.join("idp.toml");
     std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
@@ -54,6 +55,21 @@ pub async fn prepare(opts: &DemoOptions) -> Result<(PathBuf, idp_devpki::Manifes
         .await
         .map_err(|e| e.to_string())?;
     Ok((config_path, manifest))
+}
+
+/// The SAML signing key and its self-signed certificate (`saml-signing.key`/`.crt`),
+/// generated once and kept, so SPs that registered the demo's metadata stay valid.
+fn saml_keys(dir: &Path) -> Result<(), String> {
+    let (key, cert) = (dir.join("saml-signing.key"), dir.join("saml-signing.crt"));
+    if key.exists() && cert.exists() {
+        return Ok(());
+    }
+    let (key_pem, cert_pem) =
+        idp_saml::crypto::SigningCredential::generate_pem("idp demo SAML signing", 3650)
+            .map_err(|e| format!("SAML signing key: {e}"))?;
+    std::fs::write(&key, key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
+    std::fs::write(&cert, cert_pem).map_err(|e| format!("{}: {e}", cert.display()))?;
+    Ok(())
 }
 
 fn demo_config(
@@ -100,6 +116,11 @@ ephemeral = "memory"
 [oidc]
 # Demo only: derived from the seed. A deployment sets a secret salt once and keeps it.
 pairwise_salt = "{salt}"
+
+[saml]
+# Demo only: a generated key with a self-signed certificate (SAML trusts the metadata).
+signing_key = "saml-signing.key"
+signing_cert = "saml-signing.crt"
 "#,
         salt = demo_salt(&manifest.seed),
         server_cert = manifest.server.cert,

@@ -7,5 +7,6 @@ pub mod crl;
 pub mod demo;
 pub mod oidc;
 pub mod pages;
+pub mod saml;
 pub mod serve;
 pub mod tls;

@@ -644,7 +644,7 @@ fn untrusted_page(lang: Lang, error: &UntrustedRequest) -> HttpResponse {
     )
 }
 
-fn message_page(
+pub(crate) fn message_page(
     lang: Lang,
     status: StatusCode,
     code: &str,
@@ -674,9 +674,26 @@ fn consent_lang(req: &HttpRequest, prompt: &ConsentPrompt) -> Lang {
 }
 
 fn consent_page(req: &HttpRequest, prompt: &ConsentPrompt) -> HttpResponse {
-    let lang = consent_lang(req, prompt);
+    consent_form(
+        consent_lang(req, prompt),
+        &prompt.client_name,
+        &prompt.claims,
+        &prompt.pending,
+        "/authorize/consent",
+    )
+}
+
+/// The consent page of a relying party (OIDC client or SAML SP): the claims it would
+/// receive, approve or deny, posted to `action` with the pending request.
+pub(crate) fn consent_form(
+    lang: Lang,
+    client_name: &str,
+    claims: &[String],
+    pending: &idp_core::secret::Secret,
+    action: &str,
+) -> HttpResponse {
     let mut items = String::new();
-    for name in &prompt.claims {
+    for name in claims {
         items.push_str(&format!(
             r#"<li data-claim="{}">{}</li>"#,
             escape(name),
@@ -696,13 +713,14 @@ fn consent_page(req: &HttpRequest, prompt: &ConsentPrompt) -> HttpResponse {
         r#"<p><strong>{client}</strong> {lead}</p>
 <ul class="claims">{items}</ul>
 <p>{note}</p>
-<form method="post" action="/authorize/consent">
+<form method="post" action="{action}">
 <input type="hidden" name="pending" value="{pending}">
 <input type="hidden" name="lang" value="{lang_code}">
 <button type="submit" name="decision" value="approve">{approve}</button>
 <button type="submit" name="decision" value="deny" class="secondary">{deny}</button>
 </form>"#,
-        client = escape(&prompt.client_name),
+        client = escape(client_name),
+        action = escape(action),
         lead = escape(lang.pick(
             "が次の情報の提供を求めています。",
             "asks for the following information."
@@ -711,7 +729,7 @@ fn consent_page(req: &HttpRequest, prompt: &ConsentPrompt) -> HttpResponse {
             "同意はアカウント画面からいつでも取り消せます。",
             "You can withdraw consent at any time from your account page."
         )),
-        pending = escape(prompt.pending.dangerous_expose()),
+        pending = escape(pending.dangerous_expose()),
         lang_code = lang.code(),
         approve = escape(lang.pick("同意して続ける", "Allow and continue")),
         deny = escape(lang.pick("同意しない", "Deny")),

@@ -31,6 +31,8 @@ pub enum StartError {
     Tls(#[from] rustls::Error),
     #[error("oidc: {0}")]
     Keys(String),
+    #[error("saml: {0}")]
+    Saml(String),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -71,6 +73,14 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         runtime.login,
     );
     let oidc = prepare_oidc(&runtime, &database, ephemeral.clone(), doctors.clone()).await?;
+    let saml = crate::saml::prepare(
+        &runtime,
+        database.clone(),
+        database.clone(),
+        doctors.clone(),
+        ephemeral.clone(),
+    )
+    .await?;
     let state = web::Data::new(AppState {
         runtime: runtime.clone(),
         login,
@@ -79,7 +89,9 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         ephemeral,
         metrics: Metrics::default(),
         oidc,
+        saml,
     });
+    crate::saml::spawn_metadata_refresher(state.clone());
     crate::oidc::spawn_key_reloader(
         state.clone(),
         database,

@@ -70,7 +70,8 @@ async fn suite(db: Database, raw: Option<RawSql<'_>>) {
         db.migrate().await.expect("first migrate"),
         vec![
             "2026-11-24-000001_doctors".to_owned(),
-            "2026-11-24-000002_oidc".to_owned()
+            "2026-11-24-000002_oidc".to_owned(),
+            "2026-11-24-000003_saml".to_owned()
         ]
     );
     assert_eq!(

@@ -183,7 +183,8 @@ async fn suite(db: Database, raw: Option<&Raw>) {
         db.migrate().await.expect("migrate"),
         vec![
             "2026-11-24-000001_doctors".to_owned(),
-            "2026-11-24-000002_oidc".to_owned()
+            "2026-11-24-000002_oidc".to_owned(),
+            "2026-11-24-000003_saml".to_owned()
         ]
     );
     let taro = doctor(&db, "JPHPKI-00000001").await;
@@ -808,19 +809,24 @@ async fn postgres_concurrent_rotation() {
     concurrent_rotation(db, &raw, 50, 8).await;
 }
 
-/// The OIDC migration reverts (down.sql) and applies again, leaving the doctors alone.
+/// The OIDC migration reverts (down.sql, after the SAML one above it) and applies again,
+/// leaving the doctors alone.
 fn revert_and_reapply<C>(conn: &mut C, migrations: fn() -> EmbeddedMigrations)
 where
     C: MigrationHarness<C::Backend> + Connection,
 {
+    let saml = conn
+        .revert_last_migration(migrations())
+        .expect("revert the SAML migration");
+    assert_eq!(saml.to_string(), "20261124000003");
     let reverted = conn
         .revert_last_migration(migrations())
         .expect("revert the OIDC migration");
     assert_eq!(reverted.to_string(), "20261124000002");
     let reapplied = conn
         .run_pending_migrations(migrations())
-        .expect("apply it again");
-    assert_eq!(reapplied.len(), 1);
+        .expect("apply them again");
+    assert_eq!(reapplied.len(), 2);
 }
 
 #[tokio::test]

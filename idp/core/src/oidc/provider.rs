@@ -18,7 +18,7 @@ use super::client_auth::{ClientAuthenticator, ClientCertificate, Presented};
 use super::grant::{AccessGrant, Authorization, CodeGrant, GrantPolicy, Grants, Issued, at_hash};
 use super::keys::KeySet;
 use super::release::{
-    ReleasePolicy, ReleaseRequest, Verification, released_values, requested_claims,
+    ReleasePolicy, ReleaseRequest, RelyingParty, Verification, released_values, requested_claims,
 };
 use super::subject::subject_for;
 use super::{ErrorCode, OAuthError};
@@ -435,7 +435,7 @@ impl Provider {
             }
         };
         let decision = self.release.decide(&ReleaseRequest {
-            client: &client,
+            relying_party: RelyingParty::client(&client),
             requested: &requested,
             consent: consent.as_ref(),
         });

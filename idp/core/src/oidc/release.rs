@@ -120,10 +120,37 @@ impl Withheld {
     }
 }
 
+/// The protocol a relying party speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Oidc,
+    Saml,
+}
+
+/// The relying party a release is for: an OIDC client or a SAML service provider.
+#[derive(Clone, Copy, Debug)]
+pub struct RelyingParty<'a> {
+    /// The client ID or the SP's entity ID (consents are kept under it).
+    pub id: &'a str,
+    pub protocol: Protocol,
+    /// The organisation agreed on the doctors' behalf: no consent needed.
+    pub pre_approved: bool,
+}
+
+impl<'a> RelyingParty<'a> {
+    pub fn client(client: &'a ClientRegistration) -> Self {
+        Self {
+            id: &client.client_id,
+            protocol: Protocol::Oidc,
+            pre_approved: client.pre_approved,
+        }
+    }
+}
+
 /// What a relying party is asking for, with what the doctor has consented to.
 #[derive(Debug)]
 pub struct ReleaseRequest<'a> {
-    pub client: &'a ClientRegistration,
+    pub relying_party: RelyingParty<'a>,
     pub requested: &'a BTreeSet<String>,
     pub consent: Option<&'a Consent>,
 }
@@ -140,7 +167,7 @@ pub trait ReleasePolicy: Send + Sync + Debug {
     fn decide(&self, request: &ReleaseRequest<'_>) -> ReleaseDecision;
 }
 
-/// released = requested ∩ consented; a pre-approved client has consent for everything it
+/// released = requested ∩ consented; a pre-approved relying party has consent for everything it
 /// may ask for.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConsentOnly;
@@ -149,7 +176,7 @@ impl ReleasePolicy for ConsentOnly {
     fn decide(&self, request: &ReleaseRequest<'_>) -> ReleaseDecision {
         let mut decision = ReleaseDecision::default();
         for name in request.requested {
-            let consented = request.client.pre_approved
+            let consented = request.relying_party.pre_approved
                 || request
                     .consent
                     .is_some_and(|c| c.claims.iter().any(|x| x == name));
@@ -275,7 +302,7 @@ mod tests {
         };
         let c = client(false);
         let d = ConsentOnly.decide(&ReleaseRequest {
-            client: &c,
+            relying_party: RelyingParty::client(&c),
             requested: &requested,
             consent: Some(&consent),
         });
@@ -283,7 +310,7 @@ mod tests {
         assert_eq!(d.withheld, vec![("name".to_owned(), Withheld::NoConsent)]);
         let pre = client(true);
         let d = ConsentOnly.decide(&ReleaseRequest {
-            client: &pre,
+            relying_party: RelyingParty::client(&pre),
             requested: &requested,
             consent: None,
         });

@@ -6,6 +6,7 @@ mod doctors;
 mod keys;
 mod refresh;
 mod schema;
+mod sps;
 
 use std::fmt;
 use std::time::Duration;
@@ -165,7 +166,8 @@ type Pool = r2d2::Pool<Manager>;
 /// The durable store: a pool of connections to SQLite or PostgreSQL. Cheap to clone (the
 /// pool is shared). Implements [`idp_core::store::DoctorDirectory`],
 /// [`idp_core::store::ClientStore`], [`idp_core::store::KeyStore`],
-/// [`idp_core::store::ConsentStore`] and [`idp_core::store::RefreshTokenStore`].
+/// [`idp_core::store::ConsentStore`], [`idp_core::store::RefreshTokenStore`] and
+/// [`idp_core::store::SpStore`].
 ///
 /// Every call runs its blocking diesel work on tokio's blocking thread pool, so it must be
 /// awaited inside a tokio runtime.

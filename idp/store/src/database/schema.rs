@@ -74,3 +74,14 @@ diesel::table! {
         revoked_at -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    saml_sps (entity_id) {
+        entity_id -> Text,
+        metadata -> Text,
+        settings -> Text,
+        fetched_at -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}

@@ -1,0 +1,498 @@
+//! SAML 2.0 endpoints: signed metadata, Web Browser SSO over HTTP-Redirect and HTTP-POST
+//! (SP-initiated and IdP-initiated), consent, and the SP registry's start-up and refresh.
+//! Decisions are `idp_saml::idp::IdentityProvider`'s; this module only speaks HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use idp_core::oidc::provider::percent_encode;
+use idp_core::oidc::release::ConsentOnly;
+use idp_core::store::{ConsentStore, DoctorDirectory, EphemeralStore, SpRecord, SpStore};
+use idp_saml::authn::Received;
+use idp_saml::idp::{Credentials, IdentityProvider, IdpSettings, IdpStores, PostForm, SsoStep};
+use idp_saml::sp::{ServiceProvider, SpSettings};
+use serde::Deserialize;
+use sha2::Digest as _;
+use time::OffsetDateTime;
+
+use crate::app::{AppState, current_session, html, see_other};
+use crate::config::Runtime;
+use crate::oidc::{consent_form, message_page, same_origin};
+use crate::pages::{Lang, escape, layout};
+use crate::serve::StartError;
+
+/// The SAML side of the application state.
+#[derive(Debug)]
+pub struct SamlState {
+    pub idp: IdentityProvider,
+    pub http: reqwest::Client,
+    pub metadata_refresh: Duration,
+}
+
+pub fn public_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/saml/metadata", web::get().to(metadata))
+        .route("/saml/sso", web::get().to(sso_redirect))
+        .route("/saml/sso", web::post().to(sso_post))
+        .route("/saml/sso/continue", web::get().to(sso_continue))
+        .route("/saml/sso/consent", web::post().to(consent))
+        .route("/saml/idp-initiated", web::get().to(idp_initiated));
+}
+
+fn not_configured(req: &HttpRequest) -> HttpResponse {
+    message_page(
+        Lang::of(req),
+        StatusCode::NOT_FOUND,
+        "saml_not_configured",
+        "SAML は設定されていません。",
+        "SAML is not configured.",
+    )
+}
+
+async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(saml) = &state.saml else {
+        return not_configured(&req);
+    };
+    match saml.idp.metadata(OffsetDateTime::now_utc()) {
+        Ok(xml) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/samlmetadata+xml"))
+            .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+            .body(xml),
+        Err(e) => {
+            tracing::error!(error = %e, "signing the SAML metadata failed");
+            HttpResponse::ServiceUnavailable().finish()
+        }
+    }
+}
+
+/// `scheme://host[:port]` of a URL (the auto-POST page's `form-action`).
+fn origin_of(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&url[..scheme.len() + 3 + host_len])
+}
+
+const AUTO_SUBMIT: &str = "document.forms[0].submit();";
+
+/// The HTTP-POST binding: a form the browser submits to the SP at once (a button when
+/// scripts are off). Only this page's script and a form to the SP's origin are allowed.
+fn post_page(lang: Lang, form: &PostForm) -> HttpResponse {
+    let Some(origin) = origin_of(&form.url) else {
+        return HttpResponse::InternalServerError().finish();
+    };
+    let relay = form
+        .relay_state
+        .as_deref()
+        .map(|r| {
+            format!(
+                r#"<input type="hidden" name="RelayState" value="{}">"#,
+                escape(r)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        r#"<form method="post" action="{url}"><input type="hidden" name="{field}" value="{message}">{relay}<noscript><p>{note}</p><button type="submit">{button}</button></noscript></form><script>{AUTO_SUBMIT}</script>"#,
+        url = escape(&form.url),
+        field = form.field,
+        message = escape(&form.message),
+        note = escape(lang.pick(
+            "JavaScript が無効です。ボタンを押してサービスへ進んでください。",
+            "JavaScript is off. Press the button to continue to the service."
+        )),
+        button = escape(lang.pick("続ける", "Continue")),
+    );
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(AUTO_SUBMIT.as_bytes()));
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            "Content-Security-Policy",
+            format!(
+                "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; form-action {origin}; frame-ancestors 'none'"
+            ),
+        ))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .body(layout(
+            lang,
+            lang.pick("サービスへ移動しています", "Returning to the service"),
+            &body,
+        ))
+}
+
+/// How the request arrived: a cross-site POST carries no session cookie (SameSite=Lax),
+/// so a missing session is first looked for again by a same-site GET.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arrival {
+    CrossSitePost,
+    Navigation,
+}
+
+/// The one mapping from an SSO step to what the browser sees.
+fn sso_response(req: &HttpRequest, step: SsoStep, arrival: Arrival) -> HttpResponse {
+    let lang = Lang::of(req);
+    match step {
+        SsoStep::Refused(reason) => {
+            tracing::info!(%reason, "SAML request refused");
+            let body = format!(
+                r#"<p class="notice" data-reason="saml_request_refused">{}</p><p lang="en"><small>{}</small></p>"#,
+                escape(lang.pick(
+                    "このログイン要求は受け付けられません。安全のため、サービスには戻りません。",
+                    "This login request cannot be accepted. For your safety you are not sent back to the service."
+                )),
+                escape(&reason)
+            );
+            html(
+                StatusCode::BAD_REQUEST,
+                layout(
+                    lang,
+                    lang.pick(
+                        "ログイン要求を受け付けられません",
+                        "The login request cannot be accepted",
+                    ),
+                    &body,
+                ),
+            )
+        }
+        SsoStep::Post(form) => post_page(lang, &form),
+        SsoStep::Login { pending } => {
+            let continue_at = format!("/saml/sso/continue?pending={}", pending.dangerous_expose());
+            match arrival {
+                Arrival::CrossSitePost => see_other(&continue_at),
+                Arrival::Navigation => see_other(&format!(
+                    "/login?return_to={}",
+                    percent_encode(&continue_at)
+                )),
+            }
+        }
+        SsoStep::Consent(prompt) => consent_form(
+            lang,
+            &prompt.sp_name,
+            &prompt.claims,
+            &prompt.pending,
+            "/saml/sso/consent",
+        ),
+        SsoStep::PendingExpired => message_page(
+            lang,
+            StatusCode::BAD_REQUEST,
+            "authorization_expired",
+            "ログイン要求の有効期限が切れました。サービスからもう一度ログインしてください。",
+            "The login request has expired. Please log in again from the service.",
+        ),
+        SsoStep::Unavailable => message_page(
+            lang,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "一時的に利用できません。しばらくしてからもう一度お試しください。",
+            "Temporarily unavailable. Please try again later.",
+        ),
+    }
+}
+
+async fn sso_redirect(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(saml) = &state.saml else {
+        return not_configured(&req);
+    };
+    let session = current_session(&req, &state).await;
+    let step = saml
+        .idp
+        .sso(
+            Received::Redirect {
+                raw_query: req.query_string(),
+            },
+            session.as_ref(),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    sso_response(&req, step, Arrival::Navigation)
+}
+
+async fn sso_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let Some(saml) = &state.saml else {
+        return not_configured(&req);
+    };
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let field = |name: &str| {
+        let mut values = fields.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        match (values.next(), values.next()) {
+            (Some(v), None) => Ok(Some(v.as_str())),
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err(()),
+        }
+    };
+    let (Ok(Some(message)), Ok(relay_state)) = (field("SAMLRequest"), field("RelayState")) else {
+        return sso_response(
+            &req,
+            SsoStep::Refused("one SAMLRequest (and at most one RelayState) is required".into()),
+            Arrival::Navigation,
+        );
+    };
+    let session = current_session(&req, &state).await;
+    let arrival = if session.is_some() {
+        Arrival::Navigation
+    } else {
+        Arrival::CrossSitePost
+    };
+    let step = saml
+        .idp
+        .sso(
+            Received::Post {
+                message,
+                relay_state,
+            },
+            session.as_ref(),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    sso_response(&req, step, arrival)
+}
+
+#[derive(Deserialize)]
+struct ContinueQuery {
+    pending: Option<String>,
+}
+
+async fn sso_continue(
+    req: HttpRequest,
+    query: web::Query<ContinueQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let Some(saml) = &state.saml else {
+        return not_configured(&req);
+    };
+    let session = current_session(&req, &state).await;
+    let step = saml
+        .idp
+        .resume(
+            query.pending.as_deref().unwrap_or_default(),
+            session.as_ref(),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    sso_response(&req, step, Arrival::Navigation)
+}
+
+#[derive(Deserialize)]
+struct ConsentAnswer {
+    pending: String,
+    decision: String,
+}
+
+async fn consent(
+    req: HttpRequest,
+    form: web::Form<ConsentAnswer>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let Some(saml) = &state.saml else {
+        return not_configured(&req);
+    };
+    if !same_origin(&req, &state) {
+        return HttpResponse::Forbidden().finish();
+    }
+    let session = current_session(&req, &state).await;
+    let step = saml
+        .idp
+        .answer_consent(
+            &form.pending,
+            session.as_ref(),
+            form.decision == "approve",
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    sso_response(&req, step, Arrival::Navigation)
+}
+
+#[derive(Deserialize)]
+struct IdpInitiated {
+    sp: String,
+    #[serde(rename = "RelayState")]
+    relay_state: Option<String>,
+}
+
+async fn idp_initiated(
+    req: HttpRequest,
+    query: web::Query<IdpInitiated>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let Some(saml) = &state.saml else {
+        return not_configured(&req);
+    };
+    let session = current_session(&req, &state).await;
+    let step = saml
+        .idp
+        .unsolicited(
+            &query.sp,
+            query.relay_state.as_deref(),
+            session.as_ref(),
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+    sso_response(&req, step, Arrival::Navigation)
+}
+
+// ----- start-up and the SP registry ---------------------------------------------------
+
+/// Fetches SP metadata from an https URL (bounded size, no redirects).
+pub async fn fetch_metadata(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    let response = http.get(url).send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    if bytes.len() > idp_saml::guard::MAX_METADATA_BYTES {
+        return Err(format!("{url}: the metadata is too large"));
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| format!("{url}: not UTF-8"))
+}
+
+/// Checks metadata and settings and stores the SP; returns its entity ID. With
+/// `expected`, metadata naming another entity is refused (a refresh never adds an SP).
+pub async fn register_sp(
+    sps: &dyn SpStore,
+    metadata: &str,
+    settings: &SpSettings,
+    expected: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<String, String> {
+    let sp = ServiceProvider::from_metadata(metadata, settings.clone(), now)
+        .map_err(|e| e.to_string())?;
+    if let Some(expected) = expected
+        && sp.entity_id != expected
+    {
+        return Err(format!(
+            "the metadata names {}, not {expected}",
+            sp.entity_id
+        ));
+    }
+    let record = SpRecord {
+        entity_id: sp.entity_id.clone(),
+        metadata: metadata.to_owned(),
+        settings: serde_json::to_string(settings).map_err(|e| e.to_string())?,
+        fetched_at: now,
+    };
+    // Two processes starting at once may race on a new SP: the loser writes again.
+    let mut outcome = sps.put_sp(&record, now).await;
+    if matches!(outcome, Err(idp_core::store::StoreError::Conflict(_))) {
+        outcome = sps.put_sp(&record, now).await;
+    }
+    outcome.map_err(|e| e.to_string())?;
+    Ok(sp.entity_id)
+}
+
+/// The SAML IdP: configured SPs registered (URL metadata fetched), settings built.
+pub async fn prepare(
+    runtime: &Runtime,
+    sps: Arc<dyn SpStore>,
+    consents: Arc<dyn ConsentStore>,
+    doctors: Arc<dyn DoctorDirectory>,
+    ephemeral: Arc<dyn EphemeralStore>,
+) -> Result<Option<SamlState>, StartError> {
+    let (Some(config), Some(loaded)) = (&runtime.config.saml, &runtime.saml) else {
+        return Ok(None);
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| StartError::Saml(e.to_string()))?;
+    let now = OffsetDateTime::now_utc();
+    for (metadata, settings) in &loaded.sps {
+        let metadata = match (metadata, &settings.metadata_url) {
+            (Some(xml), _) => xml.clone(),
+            (None, Some(url)) => fetch_metadata(&http, url).await.map_err(StartError::Saml)?,
+            (None, None) => continue,
+        };
+        register_sp(sps.as_ref(), &metadata, settings, None, now)
+            .await
+            .map_err(StartError::Saml)?;
+    }
+    let public = &runtime.config.public.url;
+    let login = &runtime.config.login.url;
+    let settings = IdpSettings {
+        entity_id: loaded.entity_id.clone(),
+        sso_url: format!("{public}/saml/sso"),
+        sso_urls: vec![format!("{public}/saml/sso"), format!("{login}/saml/sso")],
+        slo_url: format!("{public}/saml/slo"),
+        require_signed_requests: config.require_signed_requests,
+        assertion_lifetime: Duration::from_secs(config.assertion_ttl_secs),
+        skew: Duration::from_secs(config.clock_skew_secs),
+        request_max_age: Duration::from_secs(config.request_max_age_secs),
+        pending_ttl: Duration::from_secs(600),
+        session_ttl: runtime.session.absolute,
+        pairwise_salt: runtime.config.oidc.pairwise_salt.as_bytes().to_vec(),
+        organization: config.organization.clone(),
+        metadata_valid_for: Duration::from_secs(7 * 24 * 3600),
+        metadata_cache_for: Duration::from_secs(3600),
+    };
+    let idp = IdentityProvider::new(
+        settings,
+        IdpStores {
+            sps,
+            consents,
+            doctors,
+            ephemeral,
+        },
+        Credentials::new(loaded.credential.clone(), loaded.next_certificate.clone()),
+        Arc::new(ConsentOnly),
+    );
+    Ok(Some(SamlState {
+        idp,
+        http,
+        metadata_refresh: Duration::from_secs(config.metadata_refresh_secs.max(60)),
+    }))
+}
+
+/// Refreshes metadata registered from URLs when its `cacheDuration` (or the configured
+/// interval) has passed, or before its `validUntil`. A failed fetch or a document that
+/// does not verify keeps the previous metadata, which stops being used at its own
+/// `validUntil`.
+pub fn spawn_metadata_refresher(state: web::Data<AppState>) {
+    if state.saml.is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(saml) = &state.saml else { return };
+            if let Err(e) = refresh_once(saml).await {
+                tracing::warn!(error = %e, "SAML metadata refresh");
+            }
+        }
+    });
+}
+
+async fn refresh_once(saml: &SamlState) -> Result<(), String> {
+    let now = OffsetDateTime::now_utc();
+    let sps = saml.idp.stores().sps.clone();
+    for record in sps.sps().await.map_err(|e| e.to_string())? {
+        let Ok(settings) = serde_json::from_str::<SpSettings>(&record.settings) else {
+            continue;
+        };
+        let Some(url) = settings.metadata_url.clone() else {
+            continue;
+        };
+        let due = match idp_saml::idp::parse_record(&record, now) {
+            Some(sp) => sp.refresh_at(record.fetched_at, saml.metadata_refresh) <= now,
+            None => true,
+        };
+        if !due {
+            continue;
+        }
+        match fetch_metadata(&saml.http, &url).await {
+            Ok(xml) => {
+                match register_sp(sps.as_ref(), &xml, &settings, Some(&record.entity_id), now).await
+                {
+                    Ok(entity) => tracing::info!(sp = %entity, "SAML metadata refreshed"),
+                    Err(e) => {
+                        tracing::warn!(sp = %record.entity_id, error = %e, "refreshed metadata refused")
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(sp = %record.entity_id, error = %e, "metadata fetch failed"),
+        }
+    }
+    Ok(())
+}
