@@ -53,6 +53,7 @@ echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
 echo "## build"
+scripts/deps.sh build
 cargo build --release --locked -p idp-server --bin idp
 IDP="$ROOT/target/release/idp"
 (cd bench/load && cargo build --release --locked)

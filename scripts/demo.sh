@@ -3,5 +3,5 @@
 # a generated test PKI with test cards, TLS on https://localhost:8443 and :8444.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh build-essential pkg-config libssl-dev libpq-dev
+scripts/deps.sh build
 exec cargo run --quiet -p idp-server --bin idp -- demo "$@"

@@ -9,11 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libxml2-dev, libxmlsec1-dev and libclang-dev build samael's xmlsec bindings (idp-saml);
 # xmlsec1 is the independent signature check of the SAML tests and pysaml2's signer.
-scripts/deps.sh build-essential pkg-config libssl-dev libpq-dev curl \
-  libxml2-dev libxmlsec1-dev libclang-dev xmlsec1 \
-  softhsm2 libengine-pkcs11-openssl p11-kit postgresql-client redis-tools
+scripts/deps.sh build curl xmlsec1 softhsm2 libengine-pkcs11-openssl p11-kit postgresql-client redis-tools
 
 export IDP_TEST_POSTGRES_URL="${IDP_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export IDP_TEST_REDIS_URL="${IDP_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
