@@ -265,6 +265,29 @@ async fn pysaml2_logs_in_with_the_card_over_redirect_and_post() {
 }
 
 #[tokio::test]
+async fn pysaml2_single_logout_ends_the_idp_session() {
+    if !installed() {
+        return;
+    }
+    let pki = pki();
+    let (sp, metadata) = sp();
+    let server = start_idp(pki, &metadata);
+    let (ok, json) = run_login(&server, pki, &sp, &[("LOGOUT", "yes")]).await;
+    assert_login(&server, &json, ok);
+    let logout = &json["logout"];
+    assert_eq!(
+        logout["status"], "urn:oasis:names:tc:SAML:2.0:status:Success",
+        "{json:#}"
+    );
+    assert_eq!(logout["signed_query"], true, "{json:#}");
+    assert_eq!(logout["session_before"], 200, "{json:#}");
+    assert_eq!(
+        logout["session_after"], 401,
+        "the IdP session ended: {json:#}"
+    );
+}
+
+#[tokio::test]
 async fn pysaml2_refuses_a_tampered_attribute() {
     if !installed() {
         return;

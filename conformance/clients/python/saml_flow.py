@@ -60,6 +60,11 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def slo_url() -> str:
+    acs = urlsplit(env("ACS_URL"))
+    return f"{acs.scheme}://{acs.netloc}/slo"
+
+
 def sp_config(idp_metadata_file: str | None) -> SPConfig:
     config = {
         "entityid": env("SP_ENTITY_ID"),
@@ -71,8 +76,11 @@ def sp_config(idp_metadata_file: str | None) -> SPConfig:
             "sp": {
                 "endpoints": {
                     "assertion_consumer_service": [(env("ACS_URL"), BINDING_HTTP_POST)],
+                    "single_logout_service": [(slo_url(), BINDING_HTTP_REDIRECT)],
                 },
                 "authn_requests_signed": True,
+                "logout_requests_signed": True,
+                "logout_responses_signed": True,
                 "want_response_signed": True,
                 "want_assertions_signed": True,
                 "allow_unsolicited": False,
@@ -198,7 +206,9 @@ def run_login() -> dict:
         raise FlowError("pysaml2 returned no response")
     assertion = response.assertion
     statement = assertion.authn_statement[0]
+    logout = run_logout(client, browser, public, response.name_id) if env("LOGOUT", "no") == "yes" else None
     return {
+        "logout": logout,
         "library": "pysaml2",
         "idp_entity_id": idp_entity_id,
         "request_id": request_id,
@@ -213,6 +223,37 @@ def run_login() -> dict:
         "ava": response.ava,
         "response_xml": base64.b64decode(form["SAMLResponse"]).decode(),
         "steps": STEPS,
+    }
+
+
+def run_logout(client: Saml2Client, browser: requests.Session, public: str, name_id) -> dict:
+    """SP-initiated Single Logout over HTTP-Redirect: pysaml2 signs the LogoutRequest,
+    the browser carries it to the IdP and the signed LogoutResponse back, pysaml2
+    validates that; then the IdP session must be gone."""
+    before = browser.get(f"{public}/api/session").status_code
+    requests_by_idp = client.global_logout(name_id, reason="urn:oasis:names:tc:SAML:2.0:logout:user", sign=True, sign_alg=SIG_RSA_SHA256, digest_alg=DIGEST_SHA256)
+    ((idp, (binding, http_args)),) = requests_by_idp.items()
+    location = dict(http_args["headers"])["Location"]
+    answer = browser.get(location, allow_redirects=False)
+    if answer.status_code != 303:
+        reason = re.search(r'data-reason="([^"]*)"', answer.text)
+        raise FlowError(f"logout answered {answer.status_code}", reason=reason[1] if reason else None)
+    back = answer.headers["Location"]
+    if not back.startswith(slo_url()):
+        raise FlowError(f"logout response sent to {back}")
+    query = dict(p.split("=", 1) for p in urlsplit(back).query.split("&"))
+    from urllib.parse import unquote
+
+    logout_response = client.parse_logout_request_response(unquote(query["SAMLResponse"]), BINDING_HTTP_REDIRECT)
+    if logout_response is None:
+        raise FlowError("pysaml2 returned no logout response")
+    after = browser.get(f"{public}/api/session").status_code
+    return {
+        "status": logout_response.response.status.status_code.value,
+        "in_response_to": logout_response.in_response_to,
+        "session_before": before,
+        "session_after": after,
+        "signed_query": "Signature=" in back,
     }
 
 

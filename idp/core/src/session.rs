@@ -150,7 +150,35 @@ impl Sessions {
         let id = Secret::generate();
         let value = serde_json::to_vec(session).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.store.put(&Self::key(&id), &value, ttl).await?;
+        // The public sid finds the session for logouts that arrive without the browser
+        // (SAML SOAP logout, a cross-site POST without the cookie).
+        self.store
+            .put(
+                &Self::sid_key(&session.sid),
+                id.digest().as_bytes(),
+                self.policy.absolute,
+            )
+            .await?;
         Ok(id)
+    }
+
+    fn sid_key(sid: &str) -> String {
+        format!("session-sid:{sid}")
+    }
+
+    /// Ends the session whose public `sid` this is, wherever its browser is; returns it
+    /// when it was still live.
+    pub async fn end_by_sid(&self, sid: &str) -> Result<Option<Session>, StoreError> {
+        let Some(digest) = self.store.take(&Self::sid_key(sid)).await? else {
+            return Ok(None);
+        };
+        let key = format!("session:{}", String::from_utf8_lossy(&digest));
+        let session = self
+            .store
+            .take(&key)
+            .await?
+            .and_then(|bytes| serde_json::from_slice::<Session>(&bytes).ok());
+        Ok(session)
     }
 
     /// The live session for `id` at `now`, its idle timer restarted. An expired or

@@ -97,16 +97,24 @@ pub struct IntakeRules<'a> {
 }
 
 /// The decoded XML, relay state and Redirect signature of a received message.
-struct Decoded {
-    xml: String,
-    relay_state: Option<String>,
-    query_signature: Option<redirect::QuerySignature>,
+pub(crate) struct Decoded {
+    pub(crate) xml: String,
+    pub(crate) relay_state: Option<String>,
+    pub(crate) query_signature: Option<redirect::QuerySignature>,
 }
 
 fn decode(received: Received<'_>) -> Result<Decoded, IntakeError> {
+    decode_message(received, "SAMLRequest")
+}
+
+/// Decodes a received message (`SAMLRequest` or `SAMLResponse`).
+pub(crate) fn decode_message(
+    received: Received<'_>,
+    param: &'static str,
+) -> Result<Decoded, IntakeError> {
     match received {
         Received::Redirect { raw_query } => {
-            let m = redirect::decode(raw_query, "SAMLRequest").map_err(untrusted)?;
+            let m = redirect::decode(raw_query, param).map_err(untrusted)?;
             Ok(Decoded {
                 xml: m.xml,
                 relay_state: m.relay_state,

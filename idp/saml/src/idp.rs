@@ -651,6 +651,266 @@ impl IdentityProvider {
     }
 }
 
+/// A message the IdP sends through the browser.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outbound {
+    /// HTTP-Redirect: the whole URL, query signed.
+    Redirect(String),
+    /// HTTP-POST: an auto-submitting form.
+    Post(PostForm),
+}
+
+/// A back-channel (SOAP) LogoutRequest to deliver to an SP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SoapLogout {
+    pub entity_id: String,
+    pub url: String,
+    /// The SOAP envelope holding the signed LogoutRequest.
+    pub envelope: String,
+}
+
+/// What the SLO endpoint does with an SP's LogoutRequest.
+#[derive(Debug)]
+pub enum SloStep {
+    /// Show an error page; answer nobody (unknown SP, unsigned or badly signed, replayed,
+    /// malformed).
+    Refused(String),
+    /// End the session `sid` when there is one (and propagate to its other relying
+    /// parties), then send `answer` to the SP.
+    Logout {
+        sid: Option<String>,
+        /// The SP that asked (it is not notified again).
+        sp: String,
+        answer: Outbound,
+    },
+    Unavailable,
+}
+
+impl IdentityProvider {
+    /// An SP's LogoutRequest (front channel, either binding). It must be signed by the SP.
+    pub async fn slo(
+        &self,
+        received: Received<'_>,
+        browser_session: Option<&Session>,
+        now: OffsetDateTime,
+    ) -> SloStep {
+        let refused = |reason: &str| SloStep::Refused(reason.to_owned());
+        let decoded = match authn::decode_message(received, "SAMLRequest") {
+            Ok(decoded) => decoded,
+            Err(e) => return SloStep::Refused(e.to_string()),
+        };
+        let Ok(unverified) = crate::logout::parse_request(&decoded.xml) else {
+            return refused("the message is not a LogoutRequest");
+        };
+        let sp = match self.sp(&unverified.issuer, now).await {
+            Ok(Some(sp)) => sp,
+            Ok(None) => return refused("the service provider is not registered"),
+            Err(_) => return SloStep::Unavailable,
+        };
+        let request = match (&decoded.query_signature, received) {
+            (Some(signature), _) => {
+                if !sp.signing_certificates.iter().any(|c| signature.verify(c)) {
+                    return refused("the signature does not verify");
+                }
+                unverified
+            }
+            (None, Received::Post { .. }) => {
+                let Ok((root_id, signed)) =
+                    crate::crypto::verify_enveloped(&decoded.xml, &sp.signing_certificates)
+                else {
+                    return refused("the LogoutRequest is not signed by the service provider");
+                };
+                match crate::logout::parse_request(&signed) {
+                    Ok(request) if request.id == root_id => request,
+                    _ => return refused("the signed element is not the LogoutRequest"),
+                }
+            }
+            (None, Received::Redirect { .. }) => {
+                return refused("the LogoutRequest is not signed by the service provider");
+            }
+        };
+        if request.issuer != sp.entity_id || request.version != "2.0" {
+            return refused("the LogoutRequest's Issuer or Version is wrong");
+        }
+        if request
+            .destination
+            .as_ref()
+            .is_some_and(|d| *d != self.settings.slo_url)
+        {
+            return refused("the Destination is not this IdP's SLO endpoint");
+        }
+        let fresh = request.issue_instant.is_some_and(|t| {
+            t <= now + self.settings.skew
+                && t >= now - self.settings.request_max_age - self.settings.skew
+        });
+        let expired = request
+            .not_on_or_after
+            .is_some_and(|t| t + self.settings.skew <= now);
+        if !fresh || expired {
+            return refused("the LogoutRequest is too old or in the future");
+        }
+        let replay_key = format!(
+            "saml-logout:{}",
+            hex::encode(ring::digest::digest(
+                &ring::digest::SHA256,
+                format!("{}\u{0}{}", request.issuer, request.id).as_bytes()
+            ))
+        );
+        match self
+            .stores
+            .ephemeral
+            .put_if_absent(
+                &replay_key,
+                b"1",
+                self.settings.request_max_age + self.settings.skew * 2,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return refused("this LogoutRequest was already answered"),
+            Err(_) => return SloStep::Unavailable,
+        }
+        // The session: named by SessionIndex, else the browser's; it must be one in
+        // which this SP received exactly this NameID.
+        let mut candidates = request.session_indexes.clone();
+        if candidates.is_empty()
+            && let Some(s) = browser_session
+        {
+            candidates.push(s.sid.clone());
+        }
+        let mut sid = None;
+        for candidate in candidates {
+            match self.participants(&candidate).await {
+                Ok(p)
+                    if p.get(&sp.entity_id)
+                        .is_some_and(|x| x.name_id == request.name_id) =>
+                {
+                    sid = Some(candidate);
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => return SloStep::Unavailable,
+            }
+        }
+        let Some(endpoint) = sp.slo_endpoint() else {
+            return refused("the service provider has no SingleLogoutService for the answer");
+        };
+        let destination = endpoint
+            .response_location
+            .clone()
+            .unwrap_or_else(|| endpoint.location.clone());
+        let credentials = self.credentials();
+        let status = SamlStatus::new(status::SUCCESS, None, "");
+        let answer = match endpoint.binding {
+            crate::sp::SloBinding::Redirect => crate::logout::response(
+                &credentials.signing,
+                &self.settings.entity_id,
+                &destination,
+                &request.id,
+                &status,
+                now,
+                crate::logout::Signing::QueryString,
+            )
+            .and_then(|xml| {
+                crate::redirect::encode(
+                    "SAMLResponse",
+                    &xml,
+                    decoded.relay_state.as_deref(),
+                    &credentials.signing,
+                )
+            })
+            .map(|query| {
+                let sep = if destination.contains('?') { '&' } else { '?' };
+                Outbound::Redirect(format!("{destination}{sep}{query}"))
+            }),
+            _ => crate::logout::response(
+                &credentials.signing,
+                &self.settings.entity_id,
+                &destination,
+                &request.id,
+                &status,
+                now,
+                crate::logout::Signing::Enveloped,
+            )
+            .map(|xml| {
+                Outbound::Post(PostForm {
+                    url: destination.clone(),
+                    field: "SAMLResponse",
+                    message: base64::engine::general_purpose::STANDARD.encode(xml),
+                    relay_state: decoded.relay_state.clone(),
+                })
+            }),
+        };
+        match answer {
+            Ok(answer) => SloStep::Logout {
+                sid,
+                sp: sp.entity_id.clone(),
+                answer,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "signing a LogoutResponse failed");
+                SloStep::Unavailable
+            }
+        }
+    }
+
+    /// The back-channel LogoutRequests for the SPs of an ending session (all but
+    /// `except`, the SP that asked), for those whose metadata has a SOAP endpoint. The
+    /// session's SP list is consumed.
+    pub async fn logout_notifications(
+        &self,
+        session: &Session,
+        except: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Vec<SoapLogout> {
+        let participants: SessionParticipants = match self
+            .stores
+            .ephemeral
+            .take(&participants_key(&session.sid))
+            .await
+        {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            _ => return Vec::new(),
+        };
+        let credentials = self.credentials();
+        let mut out = Vec::new();
+        for (entity_id, participant) in participants {
+            if Some(entity_id.as_str()) == except {
+                continue;
+            }
+            let Ok(Some(sp)) = self.sp(&entity_id, now).await else {
+                continue;
+            };
+            let Some(endpoint) = sp.soap_slo_endpoint() else {
+                continue;
+            };
+            let request = crate::logout::request(
+                &credentials.signing,
+                &crate::logout::LogoutRequestOut {
+                    issuer: &self.settings.entity_id,
+                    destination: &endpoint.location,
+                    name_id: &participant.name_id,
+                    name_id_format: &participant.name_id_format,
+                    sp_name_qualifier: &entity_id,
+                    session_index: &session.sid,
+                    now,
+                    lifetime: self.settings.assertion_lifetime,
+                },
+                crate::logout::Signing::Enveloped,
+            );
+            match request {
+                Ok((_, xml)) => out.push(SoapLogout {
+                    entity_id: entity_id.clone(),
+                    url: endpoint.location.clone(),
+                    envelope: crate::logout::soap_envelope(&xml),
+                }),
+                Err(e) => tracing::error!(error = %e, "signing a LogoutRequest failed"),
+            }
+        }
+        out
+    }
+}
+
 /// Parses a stored SP; a record that no longer parses (expired metadata) is treated as
 /// absent, and logged.
 pub fn parse_record(record: &SpRecord, now: OffsetDateTime) -> Option<ServiceProvider> {

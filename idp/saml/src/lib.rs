@@ -13,6 +13,7 @@ pub mod authn;
 pub mod crypto;
 pub mod guard;
 pub mod idp;
+pub mod logout;
 pub mod metadata;
 pub mod redirect;
 pub mod response;

@@ -119,6 +119,8 @@ pub struct SloEndpoint {
 pub enum SloBinding {
     Redirect,
     Post,
+    /// Back channel: the IdP calls the SP directly.
+    Soap,
 }
 
 /// Why metadata was refused.
@@ -320,6 +322,7 @@ impl ServiceProvider {
             let binding = match endpoint.binding.as_str() {
                 HTTP_REDIRECT_BINDING => SloBinding::Redirect,
                 HTTP_POST_BINDING => SloBinding::Post,
+                crate::logout::SOAP_BINDING => SloBinding::Soap,
                 _ => continue,
             };
             for url in std::iter::once(&endpoint.location).chain(&endpoint.response_location) {
@@ -417,12 +420,17 @@ impl ServiceProvider {
         }
     }
 
-    /// The SLO endpoint for a binding preference (Redirect first, then POST).
+    /// The front-channel SLO endpoint (Redirect first, then POST).
     pub fn slo_endpoint(&self) -> Option<&SloEndpoint> {
         self.slo
             .iter()
             .find(|e| e.binding == SloBinding::Redirect)
-            .or_else(|| self.slo.first())
+            .or_else(|| self.slo.iter().find(|e| e.binding == SloBinding::Post))
+    }
+
+    /// The back-channel (SOAP) SLO endpoint, if the SP has one.
+    pub fn soap_slo_endpoint(&self) -> Option<&SloEndpoint> {
+        self.slo.iter().find(|e| e.binding == SloBinding::Soap)
     }
 }
 

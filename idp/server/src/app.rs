@@ -179,8 +179,7 @@ pub(crate) async fn end_browser_session(
     let session = state.login.sessions().resume(&id, now).await?;
     state.login.sessions().end(&id).await?;
     if let Some(session) = session {
-        let logouts = state.oidc.provider.logout_session(&session, now).await;
-        crate::oidc::deliver_backchannel(state, logouts);
+        crate::saml::end_relying_parties(state, &session, None, now).await;
     }
     Ok(())
 }

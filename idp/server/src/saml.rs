@@ -12,7 +12,9 @@ use idp_core::oidc::provider::percent_encode;
 use idp_core::oidc::release::ConsentOnly;
 use idp_core::store::{ConsentStore, DoctorDirectory, EphemeralStore, SpRecord, SpStore};
 use idp_saml::authn::Received;
-use idp_saml::idp::{Credentials, IdentityProvider, IdpSettings, IdpStores, PostForm, SsoStep};
+use idp_saml::idp::{
+    Credentials, IdentityProvider, IdpSettings, IdpStores, Outbound, PostForm, SloStep, SsoStep,
+};
 use idp_saml::sp::{ServiceProvider, SpSettings};
 use serde::Deserialize;
 use sha2::Digest as _;
@@ -38,7 +40,9 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/saml/sso", web::post().to(sso_post))
         .route("/saml/sso/continue", web::get().to(sso_continue))
         .route("/saml/sso/consent", web::post().to(consent))
-        .route("/saml/idp-initiated", web::get().to(idp_initiated));
+        .route("/saml/idp-initiated", web::get().to(idp_initiated))
+        .route("/saml/slo", web::get().to(slo_redirect))
+        .route("/saml/slo", web::post().to(slo_post));
 }
 
 fn not_configured(req: &HttpRequest) -> HttpResponse {
@@ -330,6 +334,136 @@ async fn idp_initiated(
         )
         .await;
     sso_response(&req, step, Arrival::Navigation)
+}
+
+// ----- single logout ------------------------------------------------------------------
+
+async fn slo_redirect(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let received = Received::Redirect {
+        raw_query: req.query_string(),
+    };
+    slo_with(&req, &state, received).await
+}
+
+async fn slo_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let one = |name: &str| {
+        let mut values = fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        (values.next(), values.next())
+    };
+    match (one("SAMLRequest"), one("RelayState")) {
+        ((Some(message), None), (relay_state, None)) => {
+            let received = Received::Post {
+                message,
+                relay_state,
+            };
+            slo_with(&req, &state, received).await
+        }
+        _ => slo_refused(
+            &req,
+            "one SAMLRequest (and at most one RelayState) is required",
+        ),
+    }
+}
+
+fn slo_refused(req: &HttpRequest, reason: &str) -> HttpResponse {
+    tracing::info!(%reason, "SAML logout request refused");
+    let lang = Lang::of(req);
+    let body = format!(
+        r#"<p class="notice" data-reason="saml_logout_refused">{}</p><p lang="en"><small>{}</small></p>"#,
+        escape(lang.pick(
+            "このログアウト要求は受け付けられません。",
+            "This logout request cannot be accepted."
+        )),
+        escape(reason)
+    );
+    html(
+        StatusCode::BAD_REQUEST,
+        layout(lang, lang.pick("ログアウト", "Log out"), &body),
+    )
+}
+
+async fn slo_with(req: &HttpRequest, state: &AppState, received: Received<'_>) -> HttpResponse {
+    let Some(saml) = &state.saml else {
+        return not_configured(req);
+    };
+    let now = OffsetDateTime::now_utc();
+    let browser = current_session(req, state).await;
+    match saml.idp.slo(received, browser.as_ref(), now).await {
+        SloStep::Refused(reason) => slo_refused(req, &reason),
+        SloStep::Unavailable => sso_response(req, SsoStep::Unavailable, Arrival::Navigation),
+        SloStep::Logout { sid, sp, answer } => {
+            let mut ended_browser_session = false;
+            if let Some(sid) = sid {
+                match state.login.sessions().end_by_sid(&sid).await {
+                    Ok(Some(session)) => {
+                        ended_browser_session =
+                            browser.as_ref().is_some_and(|b| b.sid == session.sid);
+                        end_relying_parties(state, &session, Some(&sp), now).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "logout: session store unavailable");
+                        return sso_response(req, SsoStep::Unavailable, Arrival::Navigation);
+                    }
+                }
+            }
+            let lang = Lang::of(req);
+            let mut response = match answer {
+                Outbound::Redirect(url) => see_other(&url),
+                Outbound::Post(form) => post_page(lang, &form),
+            };
+            if ended_browser_session {
+                let _ = response.add_cookie(&crate::app::session_removal());
+            }
+            response
+        }
+    }
+}
+
+/// Ends the relying parties of an ending session: OIDC back-channel logout tokens and
+/// SAML SOAP LogoutRequests (all but `except`), delivered in the background.
+pub async fn end_relying_parties(
+    state: &AppState,
+    session: &idp_core::session::Session,
+    except: Option<&str>,
+    now: OffsetDateTime,
+) {
+    let logouts = state.oidc.provider.logout_session(session, now).await;
+    crate::oidc::deliver_backchannel(state, logouts);
+    let Some(saml) = &state.saml else {
+        return;
+    };
+    let notifications = saml.idp.logout_notifications(session, except, now).await;
+    for n in notifications {
+        let http = saml.http.clone();
+        tokio::spawn(async move {
+            let outcome = http
+                .post(&n.url)
+                .header("Content-Type", "text/xml; charset=utf-8")
+                .header(
+                    "SOAPAction",
+                    "http://www.oasis-open.org/committees/security",
+                )
+                .body(n.envelope)
+                .send()
+                .await;
+            match outcome {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(sp = %n.entity_id, "SAML back-channel logout delivered");
+                }
+                Ok(r) => {
+                    tracing::warn!(sp = %n.entity_id, status = %r.status(), "SAML back-channel logout refused");
+                }
+                Err(e) => {
+                    tracing::warn!(sp = %n.entity_id, error = %e, "SAML back-channel logout failed")
+                }
+            }
+        });
+    }
 }
 
 // ----- start-up and the SP registry ---------------------------------------------------
