@@ -1,5 +1,6 @@
-//! Administration from the command line: signing keys and OIDC clients, stored in the
-//! database the configuration names (so every running process sees the change).
+//! Administration from the command line and the admin API: signing keys, OIDC clients and
+//! SAML service providers, stored in the database the configuration names (so every
+//! running process sees the change).
 
 use idp_core::oidc::client::{ClientRegistration, SigningAlg, TokenEndpointAuthMethod};
 use idp_core::oidc::keys::{KeyRing, SigningKey};
@@ -117,6 +118,153 @@ pub struct ClientArgs {
     #[arg(long)]
     #[serde(default)]
     pub backchannel_logout_uri: Option<String>,
+}
+
+/// A new SAML service provider: the options of `idp sp add`, and the JSON body of
+/// `POST /admin/api/sps` (same names; `metadata` inline instead of `metadata_file`,
+/// `metadata_signing_certificate` as PEM text instead of a file).
+#[derive(Debug, Default, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpArgs {
+    /// The SP's metadata file.
+    #[arg(long, required_unless_present = "metadata_url")]
+    #[serde(skip)]
+    pub metadata_file: Option<std::path::PathBuf>,
+    /// The metadata itself (admin API only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub metadata: Option<String>,
+    /// An https URL the metadata is fetched from and refreshed (it must be signed).
+    #[arg(long)]
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+    /// PEM file of the certificate that signs the metadata.
+    #[arg(long)]
+    #[serde(skip)]
+    pub metadata_signing_cert: Option<std::path::PathBuf>,
+    /// The PEM certificate itself (admin API only).
+    #[arg(skip)]
+    #[serde(default)]
+    pub metadata_signing_certificate: Option<String>,
+    #[arg(long)]
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// persistent (pairwise per SP, the default) or transient.
+    #[arg(long, default_value = "persistent")]
+    #[serde(default = "default_name_id_format")]
+    pub name_id_format: String,
+    /// Sign the Assertion only, not the Response.
+    #[arg(long)]
+    #[serde(default)]
+    pub assertion_signature_only: bool,
+    #[arg(long)]
+    #[serde(default)]
+    pub require_signed_requests: bool,
+    /// Claims the SP may receive (default: those its metadata requests).
+    #[arg(long = "claim")]
+    #[serde(default)]
+    pub claims: Vec<String>,
+    #[arg(long)]
+    #[serde(default)]
+    pub pre_approved: bool,
+    #[arg(long)]
+    #[serde(default)]
+    pub idp_initiated: bool,
+}
+
+fn default_name_id_format() -> String {
+    "persistent".into()
+}
+
+/// Registers (or replaces) an SP from `idp sp add` or the admin API: the metadata read
+/// (fetched for a URL, which must be signed by the named certificate), checked, stored.
+pub async fn add_sp(
+    store: &dyn idp_core::store::SpStore,
+    http: &reqwest::Client,
+    args: SpArgs,
+    now: OffsetDateTime,
+) -> Result<idp_saml::sp::ServiceProvider, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let name_id_format: idp_saml::sp::NameIdFormat =
+        serde_json::from_value(serde_json::json!(args.name_id_format))
+            .map_err(|_| "name_id_format must be persistent or transient".to_owned())?;
+    let metadata_signing_certificate = match (
+        &args.metadata_signing_cert,
+        args.metadata_signing_certificate,
+    ) {
+        (Some(path), _) => Some(read(path)?),
+        (None, pem) => pem,
+    };
+    let settings = idp_saml::sp::SpSettings {
+        display_name: args.display_name,
+        name_id_format,
+        sign_response: !args.assertion_signature_only,
+        require_signed_requests: args.require_signed_requests,
+        claims: args.claims,
+        pre_approved: args.pre_approved,
+        metadata_url: args.metadata_url.clone(),
+        metadata_signing_certificate,
+        idp_initiated: args.idp_initiated,
+    };
+    let metadata = match (&args.metadata_file, args.metadata, &args.metadata_url) {
+        (Some(path), None, None) => read(path)?,
+        (None, Some(xml), None) => xml,
+        (None, None, Some(url)) => {
+            if !url.starts_with("https://") {
+                return Err(format!("{url} is not an https URL"));
+            }
+            if settings.metadata_signing_certificate.is_none() {
+                return Err(
+                    "metadata fetched from a URL must be signed: name its signer's certificate"
+                        .into(),
+                );
+            }
+            crate::saml::fetch_metadata(http, url).await?
+        }
+        _ => return Err("give exactly one of the metadata file, the metadata or its URL".into()),
+    };
+    crate::saml::register_sp(store, &metadata, &settings, None, now).await?;
+    idp_saml::sp::ServiceProvider::from_metadata(&metadata, settings, now)
+        .map_err(|e| e.to_string())
+}
+
+/// One line of `idp sp list` (and the admin API's SP object).
+pub fn sp_summary(sp: &idp_saml::sp::ServiceProvider) -> serde_json::Value {
+    serde_json::json!({
+        "entity_id": sp.entity_id,
+        "display_name": sp.display_name(),
+        "acs": sp.acs.iter().map(|a| &a.location).collect::<Vec<_>>(),
+        "slo": sp.slo.iter().map(|e| &e.location).collect::<Vec<_>>(),
+        "signing_certificates": sp.signing_certificates.len(),
+        "authn_requests_signed": sp.requires_signed_requests(false),
+        "name_id_format": sp.settings.name_id_format,
+        "sign_response": sp.settings.sign_response,
+        "claims": sp.claims(),
+        "pre_approved": sp.settings.pre_approved,
+        "idp_initiated": sp.settings.idp_initiated,
+        "metadata_url": sp.settings.metadata_url,
+        "valid_until": sp.valid_until.map(idp_saml::xml::instant),
+    })
+}
+
+/// Every stored SP as summaries; a record whose metadata no longer parses is listed with
+/// its entity ID and `"usable": false`.
+pub async fn list_sps(
+    store: &dyn idp_core::store::SpStore,
+    now: OffsetDateTime,
+) -> Result<Vec<serde_json::Value>, String> {
+    Ok(store
+        .sps()
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|record| match idp_saml::idp::parse_record(record, now) {
+            Some(sp) => sp_summary(&sp),
+            None => serde_json::json!({"entity_id": record.entity_id, "usable": false}),
+        })
+        .collect())
 }
 
 fn default_method() -> String {
@@ -239,7 +387,10 @@ use crate::app::AppState;
 /// Routes of the admin API (public origin); it answers 404 unless `[admin] token_sha256`
 /// is set.
 pub fn api_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/api/clients", web::get().to(api_list_clients))
+    cfg.route("/admin/api/sps", web::get().to(api_list_sps))
+        .route("/admin/api/sps", web::post().to(api_add_sp))
+        .route("/admin/api/sps", web::delete().to(api_remove_sp))
+        .route("/admin/api/clients", web::get().to(api_list_clients))
         .route("/admin/api/clients", web::post().to(api_add_client))
         .route("/admin/api/clients/{id}", web::get().to(api_get_client))
         .route(
@@ -250,6 +401,81 @@ pub fn api_routes(cfg: &mut web::ServiceConfig) {
             "/admin/api/clients/{id}/rotate-secret",
             web::post().to(api_rotate_secret),
         );
+}
+
+fn saml_state(state: &AppState) -> Result<&crate::saml::SamlState, HttpResponse> {
+    state
+        .saml
+        .as_ref()
+        .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not_found", "SAML is not configured"))
+}
+
+async fn api_list_sps(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(denied) = admin_denial(&req, &state) {
+        return denied;
+    }
+    let saml = match saml_state(&state) {
+        Ok(saml) => saml,
+        Err(response) => return response,
+    };
+    match list_sps(saml.idp.stores().sps.as_ref(), OffsetDateTime::now_utc()).await {
+        Ok(list) => HttpResponse::Ok().json(list),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn api_add_sp(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Some(denied) = admin_denial(&req, &state) {
+        return denied;
+    }
+    let saml = match saml_state(&state) {
+        Ok(saml) => saml,
+        Err(response) => return response,
+    };
+    let args: SpArgs = match serde_json::from_slice(&body) {
+        Ok(args) => args,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    };
+    let store = saml.idp.stores().sps.clone();
+    match add_sp(store.as_ref(), &saml.http, args, OffsetDateTime::now_utc()).await {
+        Ok(sp) => {
+            tracing::info!(sp = %sp.entity_id, "SP registered through the admin API");
+            HttpResponse::Created().json(sp_summary(&sp))
+        }
+        Err(reason) => api_error(StatusCode::BAD_REQUEST, "invalid_metadata", &reason),
+    }
+}
+
+async fn api_remove_sp(
+    req: HttpRequest,
+    query: web::Query<EntityQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Some(denied) = admin_denial(&req, &state) {
+        return denied;
+    }
+    let saml = match saml_state(&state) {
+        Ok(saml) => saml,
+        Err(response) => return response,
+    };
+    match saml.idp.stores().sps.remove_sp(&query.entity_id).await {
+        Ok(true) => {
+            tracing::info!(sp = %query.entity_id, "SP removed through the admin API");
+            HttpResponse::NoContent().finish()
+        }
+        Ok(false) => api_error(StatusCode::NOT_FOUND, "not_found", "no such SP"),
+        Err(_) => unavailable(),
+    }
+}
+
+/// Entity IDs are URLs: they travel as a query parameter, not a path segment.
+#[derive(serde::Deserialize)]
+struct EntityQuery {
+    entity_id: String,
 }
 
 fn api_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use idp_core::store::{ClientStore, DoctorDirectory};
+use idp_core::store::{ClientStore, DoctorDirectory, SpStore};
 use idp_server::config::Config;
 use idp_server::demo::{self, DemoOptions};
 use idp_server::serve;
@@ -78,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// SAML service providers: register from metadata, list, remove.
+    Sp {
+        #[command(subcommand)]
+        command: SpCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +134,28 @@ enum ClientCommand {
     /// Print the SHA-256 of a secret read from standard input (for oidc.clients in the
     /// configuration file).
     HashSecret,
+}
+
+#[derive(Subcommand)]
+enum SpCommand {
+    /// Register (or replace) an SP from its metadata file or https URL.
+    Add {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        args: Box<idp_server::admin::SpArgs>,
+    },
+    /// List SPs as JSON lines.
+    List {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+    },
+    /// Remove an SP with the consents given to it.
+    Remove {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+        entity_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -369,6 +396,36 @@ async fn run(command: Command) -> Result<(), String> {
                     .ok_or("the secret must be 1 to 256 visible ASCII characters")?;
                 println!("{}", secret.digest());
                 Ok(())
+            }
+        },
+        Command::Sp { command } => match command {
+            SpCommand::Add { config, args } => {
+                let db = database(&config).await?;
+                let http = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(10))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let sp =
+                    idp_server::admin::add_sp(&db, &http, *args, OffsetDateTime::now_utc()).await?;
+                println!("SP {} registered", sp.entity_id);
+                Ok(())
+            }
+            SpCommand::List { config } => {
+                let db = database(&config).await?;
+                for line in idp_server::admin::list_sps(&db, OffsetDateTime::now_utc()).await? {
+                    println!("{line}");
+                }
+                Ok(())
+            }
+            SpCommand::Remove { config, entity_id } => {
+                let db = database(&config).await?;
+                if db.remove_sp(&entity_id).await.map_err(|e| e.to_string())? {
+                    println!("SP {entity_id} removed");
+                    Ok(())
+                } else {
+                    Err(format!("no SP {entity_id:?}"))
+                }
             }
         },
         Command::Doctors { command } => match command {
