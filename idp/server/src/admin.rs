@@ -403,20 +403,16 @@ pub fn api_routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-fn saml_state(state: &AppState) -> Result<&crate::saml::SamlState, HttpResponse> {
-    state
-        .saml
-        .as_ref()
-        .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "not_found", "SAML is not configured"))
+fn saml_missing() -> HttpResponse {
+    api_error(StatusCode::NOT_FOUND, "not_found", "SAML is not configured")
 }
 
 async fn api_list_sps(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Some(denied) = admin_denial(&req, &state) {
         return denied;
     }
-    let saml = match saml_state(&state) {
-        Ok(saml) => saml,
-        Err(response) => return response,
+    let Some(saml) = &state.saml else {
+        return saml_missing();
     };
     match list_sps(saml.idp.stores().sps.as_ref(), OffsetDateTime::now_utc()).await {
         Ok(list) => HttpResponse::Ok().json(list),
@@ -432,9 +428,8 @@ async fn api_add_sp(
     if let Some(denied) = admin_denial(&req, &state) {
         return denied;
     }
-    let saml = match saml_state(&state) {
-        Ok(saml) => saml,
-        Err(response) => return response,
+    let Some(saml) = &state.saml else {
+        return saml_missing();
     };
     let args: SpArgs = match serde_json::from_slice(&body) {
         Ok(args) => args,
@@ -458,9 +453,8 @@ async fn api_remove_sp(
     if let Some(denied) = admin_denial(&req, &state) {
         return denied;
     }
-    let saml = match saml_state(&state) {
-        Ok(saml) => saml,
-        Err(response) => return response,
+    let Some(saml) = &state.saml else {
+        return saml_missing();
     };
     match saml.idp.stores().sps.remove_sp(&query.entity_id).await {
         Ok(true) => {
