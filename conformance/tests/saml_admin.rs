@@ -6,9 +6,10 @@
 
 mod harness;
 
-use harness::{ServerOptions, client, pki, saml_table, start};
+use harness::{
+    ServerOptions, client, pki, saml_redirect_request as redirect_request, saml_table, start,
+};
 use idp_saml::crypto::SigningCredential;
-use idp_saml::xml::{NS_SAML, NS_SAMLP, XmlWriter, instant};
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "admin-token-0123456789abcdef";
@@ -44,36 +45,6 @@ fn idp(config: &std::path::Path, args: &[&str]) -> (bool, String) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
-    )
-}
-
-/// An unsigned AuthnRequest from `entity_id`, HTTP-Redirect encoded (no signature).
-fn redirect_request(entity_id: &str, destination: &str) -> String {
-    let mut w = XmlWriter::new();
-    w.open(
-        "samlp:AuthnRequest",
-        &[
-            ("xmlns:samlp", NS_SAMLP),
-            ("xmlns:saml", NS_SAML),
-            ("ID", &idp_saml::xml::new_id()),
-            ("Version", "2.0"),
-            ("IssueInstant", &instant(time::OffsetDateTime::now_utc())),
-            ("Destination", destination),
-        ],
-    );
-    w.element("saml:Issuer", &[], entity_id);
-    w.close("samlp:AuthnRequest");
-    let xml = w.finish();
-    let mut deflater =
-        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut deflater, xml.as_bytes()).unwrap();
-    let encoded = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        deflater.finish().unwrap(),
-    );
-    format!(
-        "SAMLRequest={}",
-        idp_core::oidc::provider::percent_encode(&encoded)
     )
 }
 

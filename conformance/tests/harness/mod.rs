@@ -190,6 +190,40 @@ pub fn saml_table(extra: &str) -> String {
     )
 }
 
+/// An unsigned AuthnRequest from `entity_id`, HTTP-Redirect encoded (no signature).
+#[allow(dead_code)]
+pub fn saml_redirect_request(entity_id: &str, destination: &str) -> String {
+    let mut w = idp_saml::xml::XmlWriter::new();
+    w.open(
+        "samlp:AuthnRequest",
+        &[
+            ("xmlns:samlp", idp_saml::xml::NS_SAMLP),
+            ("xmlns:saml", idp_saml::xml::NS_SAML),
+            ("ID", &idp_saml::xml::new_id()),
+            ("Version", "2.0"),
+            (
+                "IssueInstant",
+                &idp_saml::xml::instant(time::OffsetDateTime::now_utc()),
+            ),
+            ("Destination", destination),
+        ],
+    );
+    w.element("saml:Issuer", &[], entity_id);
+    w.close("samlp:AuthnRequest");
+    let xml = w.finish();
+    let mut deflater =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut deflater, xml.as_bytes()).unwrap();
+    let encoded = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        deflater.finish().unwrap(),
+    );
+    format!(
+        "SAMLRequest={}",
+        idp_core::oidc::provider::percent_encode(&encoded)
+    )
+}
+
 /// The PEM certificate of [`saml_table`]'s key.
 #[allow(dead_code)]
 pub fn saml_certificate_pem() -> String {
