@@ -128,6 +128,10 @@ pub struct IdentityProvider {
     stores: IdpStores,
     credentials: ArcSwap<Credentials>,
     release: Arc<dyn ReleasePolicy>,
+    /// Parsed SPs by entity ID, with the stored metadata and settings they came from: the
+    /// store is read on every request (so changes apply at once), the XML parsed only when
+    /// it changed.
+    parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<(SpRecord, ServiceProvider)>>>,
 }
 
 /// The signing credential and every certificate to publish.
@@ -163,6 +167,7 @@ impl IdentityProvider {
             stores,
             credentials: ArcSwap::from_pointee(credentials),
             release,
+            parsed: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -213,7 +218,27 @@ impl IdentityProvider {
         let Some(record) = self.stores.sps.sp(entity_id).await? else {
             return Ok(None);
         };
-        Ok(parse_record(&record, now))
+        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = parsed.get(entity_id)
+            && entry.0.metadata == record.metadata
+            && entry.0.settings == record.settings
+        {
+            let sp = &entry.1;
+            return Ok(sp
+                .valid_until
+                .is_none_or(|until| until > now)
+                .then(|| sp.clone()));
+        }
+        let sp = parse_record(&record, now);
+        match &sp {
+            Some(sp) => {
+                parsed.insert(entity_id.to_owned(), Arc::new((record, sp.clone())));
+            }
+            None => {
+                parsed.remove(entity_id);
+            }
+        }
+        Ok(sp)
     }
 
     /// A new AuthnRequest.

@@ -32,6 +32,30 @@ pub struct SamlState {
     pub idp: IdentityProvider,
     pub http: reqwest::Client,
     pub metadata_refresh: Duration,
+    /// The signed metadata and when it was signed: signing on every request would let
+    /// anyone spend the IdP's CPU.
+    pub signed_metadata: std::sync::Mutex<Option<(OffsetDateTime, Arc<String>)>>,
+}
+
+/// How long a signed metadata document is served before it is signed again.
+const METADATA_RESIGN: time::Duration = time::Duration::minutes(5);
+
+impl SamlState {
+    fn metadata(&self, now: OffsetDateTime) -> Result<Arc<String>, idp_saml::crypto::SignError> {
+        let mut cached = self
+            .signed_metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((at, xml)) = cached.as_ref()
+            && now - *at < METADATA_RESIGN
+            && *at <= now
+        {
+            return Ok(xml.clone());
+        }
+        let xml = Arc::new(self.idp.metadata(now)?);
+        *cached = Some((now, xml.clone()));
+        Ok(xml)
+    }
 }
 
 pub fn public_routes(cfg: &mut web::ServiceConfig) {
@@ -59,11 +83,11 @@ async fn metadata(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     let Some(saml) = &state.saml else {
         return not_configured(&req);
     };
-    match saml.idp.metadata(OffsetDateTime::now_utc()) {
+    match saml.metadata(OffsetDateTime::now_utc()) {
         Ok(xml) => HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, "application/samlmetadata+xml"))
-            .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-            .body(xml),
+            .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+            .body(xml.as_str().to_owned()),
         Err(e) => {
             tracing::error!(error = %e, "signing the SAML metadata failed");
             HttpResponse::ServiceUnavailable().finish()
@@ -575,6 +599,7 @@ pub async fn prepare(
         idp,
         http,
         metadata_refresh: Duration::from_secs(config.metadata_refresh_secs.max(60)),
+        signed_metadata: std::sync::Mutex::new(None),
     }))
 }
 
