@@ -14,14 +14,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod saml_sp;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use harness::{
-    Pki, Server, ServerOptions, pki, saml_certificate_pem, saml_table, start, workspace,
-};
+use harness::{Pki, Server, pki, saml_certificate_pem, workspace};
+use saml_sp::SpScript;
 use serde_json::Value;
 
 const SP_ENTITY_ID: &str = "https://node-saml-sp.example/saml";
@@ -53,112 +51,16 @@ fn installed() -> bool {
     false
 }
 
-struct Sp {
-    dir: tempfile::TempDir,
-}
-
-impl Sp {
-    fn key(&self) -> PathBuf {
-        self.dir.path().join("sp.key")
-    }
-    fn cert(&self) -> PathBuf {
-        self.dir.path().join("sp.crt")
-    }
-    fn metadata(&self) -> PathBuf {
-        self.dir.path().join("sp-metadata.xml")
-    }
-}
-
-/// The SP's key pair and its metadata as node-saml writes it.
-fn sp() -> Sp {
-    let sp = Sp {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let (key, cert) =
-        idp_saml::crypto::SigningCredential::generate_pem("node-saml SP", 30).unwrap();
-    std::fs::write(sp.key(), key).unwrap();
-    std::fs::write(sp.cert(), cert).unwrap();
-    let out = std::process::Command::new("node")
-        .arg("saml-flow.mjs")
-        .current_dir(node_dir())
-        .env("MODE", "metadata")
-        .env("SP_ENTITY_ID", SP_ENTITY_ID)
-        .env("ACS_URL", ACS_URL)
-        .env("SP_KEY", sp.key())
-        .env("SP_CERT", sp.cert())
-        .output()
-        .unwrap();
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "stdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(out.status.success() && json["ok"] == true, "{json:#}");
-    std::fs::write(sp.metadata(), json["metadata"].as_str().unwrap()).unwrap();
-    sp
-}
-
-fn start_idp(pki: &Pki, metadata: &Path) -> Server {
-    let sps = format!(
-        r#"
-[[saml.sps]]
-metadata_file = "{}"
-display_name = "node-saml SP (conformance)"
-claims = ["name", "family_name", "given_name", "hpki_role"]
-"#,
-        metadata.display()
-    );
-    start(
-        pki,
-        ServerOptions {
-            tables: saml_table(&sps),
-            ..Default::default()
-        },
-    )
-}
-
-async fn run_login(server: &Server, pki: &Pki, sp: &Sp, extra: &[(&str, &str)]) -> (bool, Value) {
-    let card = pki.manifest.card("doctor").expect("doctor card");
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg("saml-flow.mjs")
-        .current_dir(node_dir())
-        .env("MODE", "login")
-        .env("SP_ENTITY_ID", SP_ENTITY_ID)
-        .env("ACS_URL", ACS_URL)
-        .env("SP_KEY", sp.key())
-        .env("SP_CERT", sp.cert())
-        .env("IDP_METADATA_URL", server.public("/saml/metadata"))
-        .env("CA_FILE", pki.path(&pki.manifest.server.ca))
-        .env("CARD_CERT", pki.path(&card.chain))
-        .env("CARD_KEY", pki.path(&card.key))
-        .env_remove("TAMPER")
-        .env_remove("NODE_TLS_REJECT_UNAUTHORIZED")
-        .env_remove("NODE_EXTRA_CA_CERTS")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in extra {
-        cmd.env(name, value);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the node-saml flow finishes in 120 s")
-        .expect("node starts");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "node-saml printed no JSON\nstdout: {stdout}\nstderr: {}\nidp log:\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                server.log()
-            )
-        });
-    (out.status.success(), json)
-}
+const NODE_SAML: SpScript = SpScript {
+    program: "node",
+    script: "saml-flow.mjs",
+    dir: "conformance/clients/node",
+    env: &[],
+    env_remove: &["NODE_TLS_REJECT_UNAUTHORIZED", "NODE_EXTRA_CA_CERTS"],
+    entity_id: SP_ENTITY_ID,
+    acs_url: ACS_URL,
+    label: "node-saml SP",
+};
 
 /// One column of the doctor's row in the test PKI's doctors list.
 fn doctor_column(pki: &Pki, name: &str) -> String {
@@ -264,7 +166,7 @@ fn the_idp_reads_node_saml_metadata() {
     if !installed() {
         return;
     }
-    let sp = sp();
+    let sp = NODE_SAML.sp();
     let xml = std::fs::read_to_string(sp.metadata()).unwrap();
     let parsed = idp_saml::sp::ServiceProvider::from_metadata(
         &xml,
@@ -292,9 +194,9 @@ async fn node_saml_logs_in_with_the_card() {
         return;
     }
     let pki = pki();
-    let sp = sp();
-    let server = start_idp(pki, &sp.metadata());
-    let (ok, json) = run_login(&server, pki, &sp, &[]).await;
+    let sp = NODE_SAML.sp();
+    let server = NODE_SAML.start_idp(pki, &sp);
+    let (ok, json) = NODE_SAML.login(&server, pki, &sp, &[]).await;
     assert_login(&server, pki, &json, ok);
     assert!(
         steps(&json).contains(&"POST /saml/sso/consent 200"),
@@ -305,7 +207,7 @@ async fn node_saml_logs_in_with_the_card() {
 
     // A second login (a new node process: the card again, no session cookie): consent
     // remembered, the persistent NameID stable.
-    let (ok, json) = run_login(&server, pki, &sp, &[]).await;
+    let (ok, json) = NODE_SAML.login(&server, pki, &sp, &[]).await;
     assert_login(&server, pki, &json, ok);
     assert_eq!(json["nameID"], name_id, "{json:#}");
     assert_ne!(json["sessionIndex"], session_index, "{json:#}");
@@ -321,9 +223,11 @@ async fn node_saml_refuses_a_tampered_attribute() {
         return;
     }
     let pki = pki();
-    let sp = sp();
-    let server = start_idp(pki, &sp.metadata());
-    let (ok, json) = run_login(&server, pki, &sp, &[("TAMPER", "attribute")]).await;
+    let sp = NODE_SAML.sp();
+    let server = NODE_SAML.start_idp(pki, &sp);
+    let (ok, json) = NODE_SAML
+        .login(&server, pki, &sp, &[("TAMPER", "attribute")])
+        .await;
     assert!(!ok && json["ok"] == false, "{json:#}");
     let message = json["error"]["message"].as_str().unwrap_or_default();
     assert!(

@@ -7,24 +7,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod saml_sp;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
-
-use harness::{
-    Pki, Server, ServerOptions, pki, saml_certificate_pem, saml_table, start, workspace,
-};
+use harness::{Server, pki, saml_certificate_pem};
+use saml_sp::SpScript;
 use serde_json::Value;
 
 const SP_ENTITY_ID: &str = "https://pysaml2-sp.example/saml";
 const ACS_URL: &str = "https://pysaml2-sp.example/acs";
 const HC_ROLE: &str = "urn:oid:1.2.392.100495.1.6.1.1";
 const SMARTCARD_PKI: &str = "urn:oasis:names:tc:SAML:2.0:ac:classes:SmartcardPKI";
-
-fn python_dir() -> PathBuf {
-    workspace().join("conformance/clients/python")
-}
 
 /// Whether pysaml2 and xmlsec1 are installed; fails in CI when they are not.
 fn installed() -> bool {
@@ -48,104 +40,16 @@ fn installed() -> bool {
     false
 }
 
-struct Sp {
-    dir: tempfile::TempDir,
-}
-
-impl Sp {
-    fn key(&self) -> PathBuf {
-        self.dir.path().join("sp.key")
-    }
-    fn cert(&self) -> PathBuf {
-        self.dir.path().join("sp.crt")
-    }
-}
-
-/// The SP's key pair and its metadata as pysaml2 writes it.
-fn sp() -> (Sp, PathBuf) {
-    let sp = Sp {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let (key, cert) = idp_saml::crypto::SigningCredential::generate_pem("pysaml2 SP", 30).unwrap();
-    std::fs::write(sp.key(), key).unwrap();
-    std::fs::write(sp.cert(), cert).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg("saml_flow.py")
-        .current_dir(python_dir())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("MODE", "metadata")
-        .env("SP_ENTITY_ID", SP_ENTITY_ID)
-        .env("ACS_URL", ACS_URL)
-        .env("SP_KEY", sp.key())
-        .env("SP_CERT", sp.cert())
-        .output()
-        .unwrap();
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    let metadata = sp.dir.path().join("sp-metadata.xml");
-    std::fs::write(&metadata, json["metadata"].as_str().unwrap()).unwrap();
-    (sp, metadata)
-}
-
-fn start_idp(pki: &Pki, metadata: &Path) -> Server {
-    let sps = format!(
-        r#"
-[[saml.sps]]
-metadata_file = "{}"
-display_name = "pysaml2 SP (conformance)"
-claims = ["name", "family_name", "given_name", "hpki_role"]
-"#,
-        metadata.display()
-    );
-    start(
-        pki,
-        ServerOptions {
-            tables: saml_table(&sps),
-            ..Default::default()
-        },
-    )
-}
-
-async fn run_login(server: &Server, pki: &Pki, sp: &Sp, extra: &[(&str, &str)]) -> (bool, Value) {
-    let card = pki.manifest.card("doctor").expect("doctor card");
-    let mut cmd = tokio::process::Command::new("python3");
-    cmd.arg("saml_flow.py")
-        .current_dir(python_dir())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("MODE", "login")
-        .env("SP_ENTITY_ID", SP_ENTITY_ID)
-        .env("ACS_URL", ACS_URL)
-        .env("SP_KEY", sp.key())
-        .env("SP_CERT", sp.cert())
-        .env("IDP_METADATA_URL", server.public("/saml/metadata"))
-        .env("CA_FILE", pki.path(&pki.manifest.server.ca))
-        .env("CARD_CERT", pki.path(&card.chain))
-        .env("CARD_KEY", pki.path(&card.key))
-        .env_remove("TAMPER")
-        .env_remove("BINDING")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in extra {
-        cmd.env(name, value);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("the pysaml2 flow finishes in 120 s")
-        .expect("python3 starts");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "pysaml2 printed no JSON\nstdout: {stdout}\nstderr: {}\nidp log:\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                server.log()
-            )
-        });
-    (out.status.success(), json)
-}
+const PYSAML2: SpScript = SpScript {
+    program: "python3",
+    script: "saml_flow.py",
+    dir: "conformance/clients/python",
+    env: &[("PYTHONDONTWRITEBYTECODE", "1")],
+    env_remove: &["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"],
+    entity_id: SP_ENTITY_ID,
+    acs_url: ACS_URL,
+    label: "pysaml2 SP",
+};
 
 /// `xmlsec1 --verify` of one signature of the Response, with the IdP's certificate.
 fn xmlsec1_verifies(xml: &str, node_xpath: &str) -> bool {
@@ -239,9 +143,9 @@ async fn pysaml2_logs_in_with_the_card_over_redirect_and_post() {
         return;
     }
     let pki = pki();
-    let (sp, metadata) = sp();
-    let server = start_idp(pki, &metadata);
-    let (ok, json) = run_login(&server, pki, &sp, &[]).await;
+    let sp = PYSAML2.sp();
+    let server = PYSAML2.start_idp(pki, &sp);
+    let (ok, json) = PYSAML2.login(&server, pki, &sp, &[]).await;
     assert_login(&server, &json, ok);
     let steps = json["steps"].as_array().unwrap();
     assert!(
@@ -251,7 +155,9 @@ async fn pysaml2_logs_in_with_the_card_over_redirect_and_post() {
     let name_id = json["name_id"].clone();
 
     // HTTP-POST binding; consent remembered; the persistent NameID is stable.
-    let (ok, json) = run_login(&server, pki, &sp, &[("BINDING", "post")]).await;
+    let (ok, json) = PYSAML2
+        .login(&server, pki, &sp, &[("BINDING", "post")])
+        .await;
     assert_login(&server, &json, ok);
     assert_eq!(json["name_id"], name_id, "{json:#}");
     assert!(
@@ -270,9 +176,9 @@ async fn pysaml2_single_logout_ends_the_idp_session() {
         return;
     }
     let pki = pki();
-    let (sp, metadata) = sp();
-    let server = start_idp(pki, &metadata);
-    let (ok, json) = run_login(&server, pki, &sp, &[("LOGOUT", "yes")]).await;
+    let sp = PYSAML2.sp();
+    let server = PYSAML2.start_idp(pki, &sp);
+    let (ok, json) = PYSAML2.login(&server, pki, &sp, &[("LOGOUT", "yes")]).await;
     assert_login(&server, &json, ok);
     let logout = &json["logout"];
     assert_eq!(
@@ -293,9 +199,11 @@ async fn pysaml2_refuses_a_tampered_attribute() {
         return;
     }
     let pki = pki();
-    let (sp, metadata) = sp();
-    let server = start_idp(pki, &metadata);
-    let (ok, json) = run_login(&server, pki, &sp, &[("TAMPER", "attribute")]).await;
+    let sp = PYSAML2.sp();
+    let server = PYSAML2.start_idp(pki, &sp);
+    let (ok, json) = PYSAML2
+        .login(&server, pki, &sp, &[("TAMPER", "attribute")])
+        .await;
     assert!(!ok && json["ok"] == false, "{json:#}");
     let name = json["error"]["name"].as_str().unwrap_or_default();
     assert!(

@@ -57,6 +57,38 @@ pub trait EphemeralStore: Send + Sync + Debug {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// Keeps `value` as JSON under `{prefix}:{digest}` of a fresh [`Secret`] for `ttl` and
+/// returns the secret, for the browser to bring back (pending authorization requests).
+pub async fn keep_json<T: serde::Serialize>(
+    store: &dyn EphemeralStore,
+    prefix: &str,
+    value: &T,
+    ttl: Duration,
+) -> Result<crate::secret::Secret, StoreError> {
+    let id = crate::secret::Secret::generate();
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    store
+        .put(&format!("{prefix}:{}", id.digest()), &bytes, ttl)
+        .await?;
+    Ok(id)
+}
+
+/// Takes (once) what [`keep_json`] kept under the secret the client presented; an
+/// unknown, malformed or unreadable value is absent.
+pub async fn take_json<T: serde::de::DeserializeOwned>(
+    store: &dyn EphemeralStore,
+    prefix: &str,
+    presented: &str,
+) -> Result<Option<T>, StoreError> {
+    let Some(id) = crate::secret::Secret::from_client(presented) else {
+        return Ok(None);
+    };
+    let Some(bytes) = store.take(&format!("{prefix}:{}", id.digest())).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&bytes).ok())
+}
+
 /// What an import did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImportReport {

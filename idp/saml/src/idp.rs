@@ -17,6 +17,7 @@ use idp_core::secret::Secret;
 use idp_core::session::Session;
 use idp_core::store::{
     Consent, ConsentStore, DoctorDirectory, EphemeralStore, SpRecord, SpStore, StoreError,
+    keep_json, take_json,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -269,21 +270,8 @@ impl IdentityProvider {
             Err(e) => return self.intake_failure(e, now),
         };
         // A request ID is answered once: a replayed request (same SP, same ID) is refused.
-        let replay_key = format!(
-            "saml-request:{}",
-            hex::encode(ring::digest::digest(
-                &ring::digest::SHA256,
-                format!("{}\u{0}{}", request.sp_entity_id, request.id).as_bytes()
-            ))
-        );
         match self
-            .stores
-            .ephemeral
-            .put_if_absent(
-                &replay_key,
-                b"1",
-                self.settings.request_max_age + self.settings.skew * 2,
-            )
+            .first_time("saml-request", &request.sp_entity_id, &request.id)
             .await
         {
             Ok(true) => {}
@@ -446,32 +434,34 @@ impl IdentityProvider {
     }
 
     async fn take_pending(&self, pending: &str) -> Result<Option<Pending>, StoreError> {
-        let Some(id) = Secret::from_client(pending) else {
-            return Ok(None);
-        };
-        let Some(bytes) = self
-            .stores
-            .ephemeral
-            .take(&format!("saml-authn:{}", id.digest()))
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_slice(&bytes).ok())
+        take_json(self.stores.ephemeral.as_ref(), "saml-authn", pending).await
     }
 
     async fn keep_pending(&self, pending: &Pending) -> Result<Secret, StoreError> {
-        let id = Secret::generate();
-        let value = serde_json::to_vec(pending).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        keep_json(
+            self.stores.ephemeral.as_ref(),
+            "saml-authn",
+            pending,
+            self.settings.pending_ttl,
+        )
+        .await
+    }
+
+    /// Whether a message (`kind`, sender, ID) is seen for the first time: IDs are
+    /// remembered as long as a message may be presented, so each is answered once.
+    async fn first_time(&self, kind: &str, sender: &str, id: &str) -> Result<bool, StoreError> {
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("{sender}\u{0}{id}").as_bytes(),
+        );
         self.stores
             .ephemeral
-            .put(
-                &format!("saml-authn:{}", id.digest()),
-                &value,
-                self.settings.pending_ttl,
+            .put_if_absent(
+                &format!("{kind}:{}", hex::encode(digest)),
+                b"1",
+                self.settings.request_max_age + self.settings.skew * 2,
             )
-            .await?;
-        Ok(id)
+            .await
     }
 
     /// The NameID an SP sees for a doctor.
@@ -774,21 +764,8 @@ impl IdentityProvider {
         if !fresh || expired {
             return refused("the LogoutRequest is too old or in the future");
         }
-        let replay_key = format!(
-            "saml-logout:{}",
-            hex::encode(ring::digest::digest(
-                &ring::digest::SHA256,
-                format!("{}\u{0}{}", request.issuer, request.id).as_bytes()
-            ))
-        );
         match self
-            .stores
-            .ephemeral
-            .put_if_absent(
-                &replay_key,
-                b"1",
-                self.settings.request_max_age + self.settings.skew * 2,
-            )
+            .first_time("saml-logout", &request.issuer, &request.id)
             .await
         {
             Ok(true) => {}

@@ -241,19 +241,11 @@ async fn sso_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
     let Some(saml) = &state.saml else {
         return not_configured(&req);
     };
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    let field = |name: &str| {
-        let mut values = fields.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
-        match (values.next(), values.next()) {
-            (Some(v), None) => Ok(Some(v.as_str())),
-            (None, _) => Ok(None),
-            (Some(_), Some(_)) => Err(()),
-        }
-    };
-    let (Ok(Some(message)), Ok(relay_state)) = (field("SAMLRequest"), field("RelayState")) else {
+    let fields = form_fields(&body);
+    let Some((message, relay_state)) = post_message(&fields) else {
         return sso_response(
             &req,
-            SsoStep::Refused("one SAMLRequest (and at most one RelayState) is required".into()),
+            SsoStep::Refused(ONE_MESSAGE.into()),
             Arrival::Navigation,
         );
     };
@@ -275,6 +267,28 @@ async fn sso_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
         )
         .await;
     sso_response(&req, step, arrival)
+}
+
+const ONE_MESSAGE: &str = "one SAMLRequest (and at most one RelayState) is required";
+
+fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes(body).unwrap_or_default()
+}
+
+/// The HTTP-POST binding's `SAMLRequest` and optional `RelayState`, each at most once
+/// (a repeated field is a differential between readers: refused).
+fn post_message(fields: &[(String, String)]) -> Option<(&str, Option<&str>)> {
+    let one = |name: &str| {
+        let mut values = fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str());
+        (values.next(), values.next())
+    };
+    match (one("SAMLRequest"), one("RelayState")) {
+        ((Some(message), None), (relay_state, None)) => Some((message, relay_state)),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -370,26 +384,16 @@ async fn slo_redirect(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
 }
 
 async fn slo_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    let one = |name: &str| {
-        let mut values = fields
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str());
-        (values.next(), values.next())
-    };
-    match (one("SAMLRequest"), one("RelayState")) {
-        ((Some(message), None), (relay_state, None)) => {
+    let fields = form_fields(&body);
+    match post_message(&fields) {
+        Some((message, relay_state)) => {
             let received = Received::Post {
                 message,
                 relay_state,
             };
             slo_with(&req, &state, received).await
         }
-        _ => slo_refused(
-            &req,
-            "one SAMLRequest (and at most one RelayState) is required",
-        ),
+        None => slo_refused(&req, ONE_MESSAGE),
     }
 }
 

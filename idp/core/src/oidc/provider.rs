@@ -27,7 +27,7 @@ use crate::secret::Secret;
 use crate::session::Session;
 use crate::store::{
     ClientStore, Consent, ConsentStore, DoctorDirectory, EphemeralStore, RefreshTokenStore,
-    StoreError,
+    StoreError, keep_json, take_json,
 };
 
 /// `events` member of a logout token (OIDC Back-Channel Logout 1.0 §2.4).
@@ -334,32 +334,17 @@ impl Provider {
     }
 
     async fn take_pending(&self, pending: &str) -> Result<Option<Pending>, StoreError> {
-        let Some(id) = Secret::from_client(pending) else {
-            return Ok(None);
-        };
-        let Some(bytes) = self
-            .stores
-            .ephemeral
-            .take(&format!("authz:{}", id.digest()))
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_slice(&bytes).ok())
+        take_json(self.stores.ephemeral.as_ref(), "authz", pending).await
     }
 
     async fn keep_pending(&self, pending: &Pending) -> Result<Secret, StoreError> {
-        let id = Secret::generate();
-        let value = serde_json::to_vec(pending).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.stores
-            .ephemeral
-            .put(
-                &format!("authz:{}", id.digest()),
-                &value,
-                self.settings.pending_ttl,
-            )
-            .await?;
-        Ok(id)
+        keep_json(
+            self.stores.ephemeral.as_ref(),
+            "authz",
+            pending,
+            self.settings.pending_ttl,
+        )
+        .await
     }
 
     fn error_redirect(
