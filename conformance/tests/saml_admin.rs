@@ -137,6 +137,38 @@ async fn sps_are_managed_by_the_cli_and_the_admin_api() {
     );
     assert!(!ok && out.contains("signed"), "{out}");
 
+    // From a URL (TLS verified): the signature is checked before anything is read. The
+    // IdP's own metadata stands in for a federation feed: signed by the configured
+    // certificate it verifies (and is then refused as not an SP); by another, it does not.
+    let idp_cert = server.dir.path().join("idp-saml.crt");
+    std::fs::write(&idp_cert, harness::saml_certificate_pem()).unwrap();
+    let (_, other_cert) = SigningCredential::generate_pem("other", 5).unwrap();
+    let other = server.dir.path().join("other.crt");
+    std::fs::write(&other, other_cert).unwrap();
+    let url = server.public("/saml/metadata");
+    let fetch = |signer: &std::path::Path| {
+        let out = std::process::Command::new(harness::idp_bin())
+            .args([
+                "sp",
+                "add",
+                "--metadata-url",
+                &url,
+                "--metadata-signing-cert",
+            ])
+            .arg(signer)
+            .arg("--config")
+            .arg(&server.config)
+            .env("SSL_CERT_FILE", pki.path(&pki.manifest.server.ca))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fetch(&idp_cert);
+    assert!(err.contains("SPSSODescriptor"), "{err}");
+    let err = fetch(&other);
+    assert!(err.contains("signature"), "{err}");
+
     // The admin API, behind its token.
     let api = server.public("/admin/api/sps");
     assert_eq!(http.get(&api).send().await.unwrap().status(), 401);

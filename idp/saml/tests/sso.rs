@@ -325,3 +325,55 @@ fn success_response_is_double_signed_with_sha256_and_escapes_values() {
         idp.credential.certificate_der()
     ));
 }
+
+/// Metadata from a URL must carry an enveloped signature by the configured certificate.
+#[test]
+fn signed_metadata_is_required_when_a_signer_is_configured() {
+    let (sp, federation, other) = (party("sp"), party("federation"), party("other"));
+    let id = "_md1";
+    let unsigned = metadata(&sp, false).replacen(
+        "<md:EntityDescriptor ",
+        &format!("<md:EntityDescriptor ID=\"{id}\" "),
+        1,
+    );
+    let at = unsigned.find("<md:SPSSODescriptor").expect("descriptor");
+    let template = federation.credential.template(id).expect("template");
+    let signed = federation
+        .credential
+        .sign(&format!("{}{template}{}", &unsigned[..at], &unsigned[at..]))
+        .expect("signs");
+    let pem = |p: &Party| {
+        let b64 = p
+            .cert_b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| String::from_utf8_lossy(c).into_owned());
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            b64.collect::<Vec<_>>().join("\n")
+        )
+    };
+    let settings = |signer: &Party| SpSettings {
+        metadata_signing_certificate: Some(pem(signer)),
+        ..SpSettings::default()
+    };
+    let sp_read = ServiceProvider::from_metadata(&signed, settings(&federation), now())
+        .expect("signed by the configured signer");
+    assert_eq!(sp_read.entity_id, SP_ID);
+    for (xml, signer) in [
+        (&signed, &other),
+        (&unsigned, &federation),
+        (
+            &signed.replace(ACS, "https://evil.example/acs"),
+            &federation,
+        ),
+    ] {
+        assert!(
+            matches!(
+                ServiceProvider::from_metadata(xml, settings(signer), now()),
+                Err(idp_saml::sp::MetadataError::Signature(_))
+            ),
+            "refused"
+        );
+    }
+}
