@@ -28,6 +28,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
 CONCURRENCY="${CONCURRENCY:-1 8 32 64}"
@@ -42,15 +44,7 @@ SECRET="bench-client-secret-$(date +%s)-$$"
 command -v "$NODE" >/dev/null || { echo "node is required" >&2; exit 2; }
 command -v npm >/dev/null || { echo "npm is required" >&2; exit 2; }
 
-echo "## machine"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "nproc: $(nproc)"
-lscpu | head -20
-grep MemTotal /proc/meminfo || true
-rustc --version
-echo "node: $("$NODE" --version)"
-echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo
+bench_machine "node: $("$NODE" --version)"
 
 echo "## build"
 scripts/deps.sh build
@@ -68,48 +62,19 @@ OP_VERSION="$("$NODE" -p "require('./bench/oidc-provider/node_modules/oidc-provi
 echo "oidc-provider $OP_VERSION"
 echo
 
-WORK="$(mktemp -d)"
+bench_workdir
 RESULTS="${RESULTS:-$WORK/results}"
 mkdir -p "$RESULTS"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
-    || echo $((20000 + RANDOM % 20000))
-}
-
-wait_port() {
-  local port=$1 pid=$2 log=$3
-  for _ in $(seq 1 300); do
-    kill -0 "$pid" 2>/dev/null || { echo "server exited:" >&2; tail -20 "$log" >&2; exit 1; }
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "server on port $port did not start" >&2; tail -20 "$log" >&2; exit 1
-}
-
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 # ----- the test PKI (server certificate for both servers, the doctor's card) ----------
-"$IDP" dev-pki --out "$WORK/pki" --seed bench >/dev/null
-PKI="$WORK/pki"
-CA="$PKI/ca/tls-root.pem"
-CARD_CHAIN="$PKI/cards/doctor/chain.pem"
-CARD_KEY="$PKI/cards/doctor/auth.key"
+bench_dev_pki
 SECRET_SHA256="$(printf '%s' "$SECRET" | sha256sum | cut -d' ' -f1)"
 
-# Writes an idp.toml in $1 (ports $2 and $3) and imports the test doctors.
+# Writes an idp.toml in $1 (ports $2 and $3) with the two benchmark clients and imports
+# the test doctors.
 idp_config() {
   local dir=$1 public=$2 login=$3 ephemeral=${4:-memory}
-  mkdir -p "$dir"
-  local client
+  local client=""
   for alg in ES256 RS256; do
     client+="
 [[oidc.clients]]
@@ -124,58 +89,10 @@ refresh_tokens = true
 id_token_signed_response_alg = \"$alg\"
 "
   done
-  cat >"$dir/idp.toml" <<EOF
-issuer = "https://localhost:$public"
-
-[public]
-listen = "127.0.0.1:$public"
-url = "https://localhost:$public"
-cert = "$PKI/server/server.pem"
-key = "$PKI/server/server.key"
-
-[login]
-listen = "127.0.0.1:$login"
-url = "https://localhost:$login"
-
-[hpki]
-anchors = ["$PKI/ca/root.pem"]
-intermediates = ["$PKI/ca/jma-ca.pem"]
-accepted_policies = ["2.999.392.1.1"]
-unknown_holder = "refuse"
-
-[hpki.revocation]
-crl_files = ["$PKI/crl/root.crl", "$PKI/crl/jma-ca.crl"]
-reload_secs = 60
-
-[storage]
-database = "sqlite://$dir/idp.db"
-ephemeral = "$ephemeral"
-
-# The benchmark makes no failed logins; limits raised so that it is never throttled.
-[rate_limit]
-failures_per_address = 1000000
-failures_per_certificate = 1000000
-window_secs = 60
-
-[oidc]
-pairwise_salt = "bench-pairwise-salt-0123456789"
-$client
-EOF
-  "$IDP" doctors import --config "$dir/idp.toml" "$PKI/doctors.csv" >"$dir/import.log" 2>&1 \
-    || { cat "$dir/import.log" >&2; exit 1; }
+  bench_idp_config "$dir" "$public" "$login" "$ephemeral" "$client"
 }
 
-# Starts an IdP from $1/idp.toml; sets IDP_PID.
-start_idp() {
-  local dir=$1 public=$2 login=$3
-  IDP_LOG=info "$IDP" serve --config "$dir/idp.toml" >/dev/null 2>"$dir/idp.log" &
-  IDP_PID=$!
-  PIDS+=("$IDP_PID")
-  wait_port "$public" "$IDP_PID" "$dir/idp.log"
-  wait_port "$login" "$IDP_PID" "$dir/idp.log"
-}
-
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+start_idp() { bench_start_idp "$@"; }
 
 # One cell: run <label> <mode> <issuer> <server pid> <alg> <concurrency> [extra args]
 cell() {

@@ -23,8 +23,9 @@
 //! the errors (any error makes the exit status 1). `--json FILE` writes the same as JSON;
 //! `oidc-load table DIR` prints the table of a directory of such files.
 
+mod shared;
+
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,15 +34,17 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, Subcommand, ValueEnum};
-use hdrhistogram::Histogram;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use rand::RngCore;
-use reqwest::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use reqwest::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, COOKIE, LOCATION};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
+
+use shared::{
+    Latency, Samples, card_client, cookie_header, cpu_time, form_encode, http_client, keep_cookies,
+    random_b64, root_store, step_name, tls_builder,
+};
 
 #[derive(Parser)]
 #[command(
@@ -137,93 +140,6 @@ struct RunArgs {
     json: Option<PathBuf>,
 }
 
-/// Latency histograms in microseconds (1 µs to 60 s, 3 significant digits).
-fn histogram() -> Histogram<u64> {
-    #[allow(clippy::expect_used)]
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
-}
-
-/// What one worker measured.
-struct Samples {
-    whole: Histogram<u64>,
-    steps: BTreeMap<String, Histogram<u64>>,
-    done: u64,
-    errors: u64,
-    first_errors: Vec<String>,
-}
-
-impl Samples {
-    fn new() -> Self {
-        Self {
-            whole: histogram(),
-            steps: BTreeMap::new(),
-            done: 0,
-            errors: 0,
-            first_errors: Vec::new(),
-        }
-    }
-
-    fn error(&mut self, e: String) {
-        self.errors += 1;
-        if self.first_errors.len() < 5 {
-            self.first_errors.push(e);
-        }
-    }
-
-    fn record(&mut self, total: Duration, steps: &[(String, Duration)]) {
-        self.done += 1;
-        let _ = self.whole.record(micros(total));
-        for (name, d) in steps {
-            let _ = self
-                .steps
-                .entry(name.clone())
-                .or_insert_with(histogram)
-                .record(micros(*d));
-        }
-    }
-
-    fn merge(&mut self, other: Samples) {
-        let _ = self.whole.add(&other.whole);
-        for (name, h) in other.steps {
-            let _ = self.steps.entry(name).or_insert_with(histogram).add(&h);
-        }
-        self.done += other.done;
-        self.errors += other.errors;
-        for e in other.first_errors {
-            if self.first_errors.len() < 5 {
-                self.first_errors.push(e);
-            }
-        }
-    }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
-}
-
-/// Latency summary in milliseconds.
-#[derive(Debug, Serialize, Deserialize, Clone)]
-struct Latency {
-    count: u64,
-    mean_ms: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-}
-
-impl Latency {
-    fn of(h: &Histogram<u64>) -> Self {
-        let ms = |us: u64| us as f64 / 1000.0;
-        Self {
-            count: h.len(),
-            mean_ms: h.mean() / 1000.0,
-            p50_ms: ms(h.value_at_quantile(0.50)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            max_ms: ms(h.max()),
-        }
-    }
-}
-
 /// One run's result (`--json`).
 #[derive(Debug, Serialize, Deserialize)]
 struct Report {
@@ -301,67 +217,18 @@ fn fail(message: &str) -> ! {
     std::process::exit(2)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .ok_or_else(|| format!("{}: no private key", path.display()))
-}
-
-fn http_client(
-    config: rustls::ClientConfig,
-    new_connection_each_request: bool,
-) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        // The servers listen on 127.0.0.1; no resolver on the way (nor ::1 tried first).
-        .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], 0)));
-    if new_connection_each_request {
-        builder = builder.pool_max_idle_per_host(0);
-    }
-    builder.build().map_err(|e| format!("HTTP client: {e}"))
-}
-
 async fn setup(args: RunArgs) -> Result<Shared, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in read_certs(&args.ca)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", args.ca.display()))?;
-    }
-    let builder = || {
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("rustls: {e}"))
-            .map(|b| b.with_root_certificates(roots.clone()))
-    };
-    let browser = http_client(builder()?.with_no_client_auth(), false)?;
-    let rp = http_client(builder()?.with_no_client_auth(), false)?;
+    let roots = root_store(&args.ca)?;
+    let browser = http_client(tls_builder(&roots)?.with_no_client_auth(), false)?;
+    let rp = http_client(tls_builder(&roots)?.with_no_client_auth(), false)?;
     let card = if args.mode.oidc_provider() {
         None
     } else {
         let (Some(chain), Some(key)) = (&args.card_chain, &args.card_key) else {
             return Err("--card-chain and --card-key are needed for this mode".into());
         };
-        let mut config = builder()?
-            .with_client_auth_cert(read_certs(chain)?, read_key(key)?)
-            .map_err(|e| format!("card: {e}"))?;
         // A full handshake with the card every flow, as a new browser session would do.
-        config.resumption = rustls::client::Resumption::disabled();
-        Some(http_client(config, !args.card_keepalive)?)
+        Some(card_client(&roots, chain, key, !args.card_keepalive)?)
     };
 
     let discovery: Discovery = get_json(
@@ -437,17 +304,6 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         return Err(format!("GET {url}: {status}"));
     }
     serde_json::from_slice(&body).map_err(|e| format!("GET {url}: {e}"))
-}
-
-/// CPU time (user + system) of a process so far, from `/proc/PID/stat`.
-fn cpu_time(pid: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_comm.split(' ').collect();
-    // Fields 14 and 15 of stat(5); `after_comm` starts at field 3.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some(Duration::from_millis(ticks * 10))
 }
 
 async fn run(args: RunArgs) -> i32 {
@@ -651,48 +507,6 @@ async fn worker(shared: Arc<Shared>, id: usize) -> Samples {
 struct Done {
     steps: Vec<(String, Duration)>,
     refresh_token: Option<String>,
-}
-
-fn random_b64(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut buf);
-    URL_SAFE_NO_PAD.encode(buf)
-}
-
-fn form_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-/// A step's name: the method and path, with ID-like segments (16+ characters) as `:id`.
-fn step_name(prefix: &str, url: &Url) -> String {
-    let path: Vec<&str> = url
-        .path()
-        .split('/')
-        .map(|s| if s.len() >= 16 { ":id" } else { s })
-        .collect();
-    format!("{prefix}{}", path.join("/"))
-}
-
-/// The `name=value` of each Set-Cookie, replacing earlier values of the same name.
-fn keep_cookies(jar: &mut Vec<(String, String)>, response: &reqwest::Response) {
-    for v in response.headers().get_all(SET_COOKIE) {
-        let Ok(v) = v.to_str() else { continue };
-        let pair = v.split(';').next().unwrap_or_default();
-        let Some((name, value)) = pair.split_once('=') else {
-            continue;
-        };
-        jar.retain(|(n, _)| n != name);
-        if !value.is_empty() {
-            jar.push((name.trim().to_owned(), value.to_owned()));
-        }
-    }
-}
-
-fn cookie_header(jar: &[(String, String)]) -> String {
-    jar.iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 async fn flow(shared: &Shared) -> Result<Done, String> {
