@@ -46,8 +46,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use shared::{
-    Latency, Samples, card_client, cookie_header, cpu_time, form_encode, http_client, keep_cookies,
-    random_b64, root_store, step_name, tls_builder,
+    Latency, Measured, Samples, card_client, cookie_header, form_encode, http_client, keep_cookies,
+    measure, random_b64, root_store, step_name, tls_builder,
 };
 
 #[derive(Parser)]
@@ -218,64 +218,22 @@ async fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
-    let server_pid = shared.args.server_pid.map(|p| p.to_string());
-    // CPU time at the window's start, taken by a timer task (duration mode) or at once
-    // (login-count mode); at its end after the workers.
-    let cpu_probe = {
-        let shared = shared.clone();
-        let server_pid = server_pid.clone();
-        tokio::spawn(async move {
-            let (start, end) = shared.window;
-            if shared.remaining.is_none() {
-                tokio::time::sleep_until(start.into()).await;
-            }
-            let at_start = (
-                server_pid.as_deref().and_then(cpu_time),
-                cpu_time("self"),
-                Instant::now(),
-            );
-            if shared.remaining.is_none() {
-                tokio::time::sleep_until(end.into()).await;
-            }
-            at_start
-        })
+    let Measured {
+        samples,
+        seconds,
+        server,
+        loadgen,
+    } = {
+        let workers = shared.clone();
+        measure(
+            shared.args.concurrency,
+            shared.window,
+            shared.remaining.is_some(),
+            shared.args.server_pid,
+            move |id| worker(workers.clone(), id),
+        )
+        .await
     };
-    let mut workers = Vec::new();
-    for id in 0..shared.args.concurrency {
-        let shared = shared.clone();
-        workers.push(tokio::spawn(async move { worker(shared, id).await }));
-    }
-    let mut samples = Samples::new();
-    for w in workers {
-        match w.await {
-            Ok(s) => samples.merge(s),
-            Err(e) => samples.error(format!("worker panicked: {e}")),
-        }
-    }
-    let ended = Instant::now();
-    let (server_start, self_start, started) = match cpu_probe.await {
-        Ok(v) => v,
-        Err(_) => (None, None, shared.window.0),
-    };
-    let (server_end, self_end) = (server_pid.as_deref().and_then(cpu_time), cpu_time("self"));
-    let seconds = if shared.remaining.is_some() {
-        ended.duration_since(started).as_secs_f64()
-    } else {
-        shared
-            .window
-            .1
-            .duration_since(shared.window.0)
-            .as_secs_f64()
-    };
-    let per_op = |a: Option<Duration>, b: Option<Duration>| {
-        let used = b?.checked_sub(a?)?.as_secs_f64();
-        Some((
-            used * 1000.0 / samples.done.max(1) as f64,
-            used / seconds.max(1e-9),
-        ))
-    };
-    let server = per_op(server_start, server_end);
-    let loadgen = per_op(self_start, self_end);
     let args = &shared.args;
     let report = Report {
         label: args

@@ -228,3 +228,84 @@ pub(crate) fn card_client(
     config.resumption = rustls::client::Resumption::disabled();
     http_client(config, new_connection_each_request)
 }
+
+/// What a measured run found: the merged samples, the window's length, and the CPU time
+/// of the server and of this process per completed operation (ms) and in cores.
+pub(crate) struct Measured {
+    pub(crate) samples: Samples,
+    pub(crate) seconds: f64,
+    pub(crate) server: Option<(f64, f64)>,
+    pub(crate) loadgen: Option<(f64, f64)>,
+}
+
+/// Runs `concurrency` workers and measures them: in duration mode (`count_mode` false)
+/// over `window`, taking CPU times at its start and end; in count mode around the whole
+/// run.
+pub(crate) async fn measure<F, Fut>(
+    concurrency: usize,
+    window: (std::time::Instant, std::time::Instant),
+    count_mode: bool,
+    server_pid: Option<u32>,
+    worker: F,
+) -> Measured
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Samples> + Send + 'static,
+{
+    use std::time::Instant;
+    let server_pid = server_pid.map(|p| p.to_string());
+    let cpu_probe = {
+        let server_pid = server_pid.clone();
+        tokio::spawn(async move {
+            let (start, end) = window;
+            if !count_mode {
+                tokio::time::sleep_until(start.into()).await;
+            }
+            let at_start = (
+                server_pid.as_deref().and_then(cpu_time),
+                cpu_time("self"),
+                Instant::now(),
+            );
+            if !count_mode {
+                tokio::time::sleep_until(end.into()).await;
+            }
+            at_start
+        })
+    };
+    let workers: Vec<_> = (0..concurrency)
+        .map(|id| tokio::spawn(worker(id)))
+        .collect();
+    let mut samples = Samples::new();
+    for w in workers {
+        match w.await {
+            Ok(s) => samples.merge(s),
+            Err(e) => samples.error(format!("worker panicked: {e}")),
+        }
+    }
+    let ended = Instant::now();
+    let (server_start, self_start, started) = match cpu_probe.await {
+        Ok(v) => v,
+        Err(_) => (None, None, window.0),
+    };
+    let (server_end, self_end) = (server_pid.as_deref().and_then(cpu_time), cpu_time("self"));
+    let seconds = if count_mode {
+        ended.duration_since(started).as_secs_f64()
+    } else {
+        window.1.duration_since(window.0).as_secs_f64()
+    };
+    let per_op = |a: Option<Duration>, b: Option<Duration>| {
+        let used = b?.checked_sub(a?)?.as_secs_f64();
+        Some((
+            used * 1000.0 / samples.done.max(1) as f64,
+            used / seconds.max(1e-9),
+        ))
+    };
+    let server = per_op(server_start, server_end);
+    let loadgen = per_op(self_start, self_end);
+    Measured {
+        samples,
+        seconds,
+        server,
+        loadgen,
+    }
+}
