@@ -98,13 +98,46 @@ pub struct IntakeRules<'a> {
 
 /// The decoded XML, relay state and Redirect signature of a received message.
 pub(crate) struct Decoded {
+    pub(crate) binding: Binding,
     pub(crate) xml: String,
     pub(crate) relay_state: Option<String>,
     pub(crate) query_signature: Option<redirect::QuerySignature>,
 }
 
-fn decode(received: Received<'_>) -> Result<Decoded, IntakeError> {
-    decode_message(received, "SAMLRequest")
+/// A received AuthnRequest, decoded and parsed once: its `Issuer` names the SP whose
+/// keys and metadata [`accept`] then checks it against. Nothing in it is trusted yet.
+pub struct Incoming {
+    decoded: Decoded,
+    unverified: AuthnRequest,
+    issuer: String,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("binding", &self.decoded.binding)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Incoming {
+    /// The SP the request claims to come from (unverified: a lookup key only).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+}
+
+/// First step: decode (bounded), guard, parse, and find the issuer, to look the SP up.
+pub fn read(received: Received<'_>) -> Result<Incoming, IntakeError> {
+    let decoded = decode_message(received, "SAMLRequest")?;
+    let unverified = parse_request(&decoded.xml)?;
+    let issuer = issuer_of(&unverified)?;
+    Ok(Incoming {
+        decoded,
+        unverified,
+        issuer,
+    })
 }
 
 /// Decodes a received message (`SAMLRequest` or `SAMLResponse`).
@@ -116,6 +149,7 @@ pub(crate) fn decode_message(
         Received::Redirect { raw_query } => {
             let m = redirect::decode(raw_query, param).map_err(untrusted)?;
             Ok(Decoded {
+                binding: Binding::Redirect,
                 xml: m.xml,
                 relay_state: m.relay_state,
                 query_signature: m.signature,
@@ -125,6 +159,7 @@ pub(crate) fn decode_message(
             message,
             relay_state,
         } => Ok(Decoded {
+            binding: Binding::Post,
             xml: decode_post(message)?,
             relay_state: relay_state.map(str::to_owned),
             query_signature: None,
@@ -184,12 +219,6 @@ fn issuer_of(request: &AuthnRequest) -> Result<String, IntakeError> {
         .ok_or_else(|| untrusted("the AuthnRequest has no Issuer"))
 }
 
-/// First step: decode and find the issuer, to look the SP up.
-pub fn issuer(received: Received<'_>) -> Result<String, IntakeError> {
-    let decoded = decode(received)?;
-    issuer_of(&parse_request(&decoded.xml)?)
-}
-
 /// Whether the requested authentication context is satisfied by the card login.
 fn context_satisfied(request: &AuthnRequest) -> bool {
     let Some(requested) = &request.requested_authn_context else {
@@ -224,13 +253,17 @@ fn context_satisfied(request: &AuthnRequest) -> bool {
     }
 }
 
-/// Second step: every check, with the SP found by [`issuer`].
+/// Second step: every check, with the SP found by [`Incoming::issuer`].
 pub fn accept(
-    received: Received<'_>,
+    incoming: Incoming,
     sp: &ServiceProvider,
     rules: &IntakeRules<'_>,
 ) -> Result<AcceptedRequest, IntakeError> {
-    let decoded = decode(received)?;
+    let Incoming {
+        decoded,
+        unverified,
+        ..
+    } = incoming;
     if decoded
         .relay_state
         .as_ref()
@@ -244,15 +277,16 @@ pub fn accept(
             if !sp.signing_certificates.iter().any(|c| signature.verify(c)) {
                 return Err(untrusted(VerifyError::BadSignature));
             }
-            (parse_request(&decoded.xml)?, true)
+            // The query signature covers the whole message as received.
+            (unverified, true)
         }
         None => {
             let has_xml_signature = !matches!(
                 crate::shape::check(&decoded.xml),
                 Err(crate::shape::ShapeError::Unsigned)
             );
-            if (has_xml_signature && matches!(received, Received::Post { .. })) || must_sign {
-                if matches!(received, Received::Redirect { .. }) {
+            if (has_xml_signature && decoded.binding == Binding::Post) || must_sign {
+                if decoded.binding == Binding::Redirect {
                     return Err(untrusted("the request must be signed"));
                 }
                 let (root_id, signed_xml) =
@@ -264,7 +298,7 @@ pub fn accept(
                 }
                 (request, true)
             } else {
-                (parse_request(&decoded.xml)?, false)
+                (unverified, false)
             }
         }
     };

@@ -249,11 +249,11 @@ impl IdentityProvider {
         session: Option<&Session>,
         now: OffsetDateTime,
     ) -> SsoStep {
-        let issuer = match authn::issuer(received) {
-            Ok(issuer) => issuer,
+        let incoming = match authn::read(received) {
+            Ok(incoming) => incoming,
             Err(e) => return self.intake_failure(e, now),
         };
-        let sp = match self.sp(&issuer, now).await {
+        let sp = match self.sp(incoming.issuer(), now).await {
             Ok(Some(sp)) => sp,
             Ok(None) => return SsoStep::Refused("the service provider is not registered".into()),
             Err(_) => return SsoStep::Unavailable,
@@ -265,7 +265,7 @@ impl IdentityProvider {
             max_age: self.settings.request_max_age,
             skew: self.settings.skew,
         };
-        let request = match authn::accept(received, &sp, &rules) {
+        let request = match authn::accept(incoming, &sp, &rules) {
             Ok(request) => request,
             Err(e) => return self.intake_failure(e, now),
         };
@@ -278,7 +278,8 @@ impl IdentityProvider {
             Ok(false) => return SsoStep::Refused("this request was already answered".into()),
             Err(_) => return SsoStep::Unavailable,
         }
-        self.decide(request, now, session, now, false).await
+        self.decide(request, Some(&sp), now, session, now, false)
+            .await
     }
 
     /// An unsolicited response for an SP that allows it (IdP-initiated login).
@@ -313,7 +314,8 @@ impl IdentityProvider {
             name_id_format: sp.settings.name_id_format,
             signed: false,
         };
-        self.decide(request, now, session, now, false).await
+        self.decide(request, Some(&sp), now, session, now, false)
+            .await
     }
 
     /// Continues a pending request after the login.
@@ -325,7 +327,7 @@ impl IdentityProvider {
     ) -> SsoStep {
         match self.take_pending(pending).await {
             Ok(Some(p)) => {
-                self.decide(p.request, p.created_at, session, now, false)
+                self.decide(p.request, None, p.created_at, session, now, false)
                     .await
             }
             Ok(None) => SsoStep::PendingExpired,
@@ -371,7 +373,7 @@ impl IdentityProvider {
         if self.stores.consents.put_consent(&consent).await.is_err() {
             return SsoStep::Unavailable;
         }
-        self.decide(p.request, p.created_at, Some(session), now, true)
+        self.decide(p.request, Some(&sp), p.created_at, Some(session), now, true)
             .await
     }
 
@@ -477,9 +479,12 @@ impl IdentityProvider {
         }
     }
 
+    /// `sp`: the request's SP when the caller has it already (read from the store
+    /// otherwise, once a session is there to use it).
     async fn decide(
         &self,
         request: AcceptedRequest,
+        sp: Option<&ServiceProvider>,
         created_at: OffsetDateTime,
         session: Option<&Session>,
         now: OffsetDateTime,
@@ -505,10 +510,19 @@ impl IdentityProvider {
                 Err(_) => SsoStep::Unavailable,
             };
         };
-        let sp = match self.sp(&request.sp_entity_id, now).await {
-            Ok(Some(sp)) => sp,
-            Ok(None) => return SsoStep::Refused("the service provider is not registered".into()),
-            Err(_) => return SsoStep::Unavailable,
+        let fetched;
+        let sp = match sp {
+            Some(sp) => sp,
+            None => match self.sp(&request.sp_entity_id, now).await {
+                Ok(Some(sp)) => {
+                    fetched = sp;
+                    &fetched
+                }
+                Ok(None) => {
+                    return SsoStep::Refused("the service provider is not registered".into());
+                }
+                Err(_) => return SsoStep::Unavailable,
+            },
         };
         let requested = sp.claims();
         let consent = if sp.settings.pre_approved {
@@ -584,7 +598,7 @@ impl IdentityProvider {
             &decision.released,
         );
         let attributes = attributes(&values);
-        let name_id = self.name_id(&sp, request.name_id_format, session);
+        let name_id = self.name_id(sp, request.name_id_format, session);
         let format = request.name_id_format.uri();
         if self
             .remember_participant(&session.sid, &sp.entity_id, &name_id, format)
@@ -722,14 +736,14 @@ impl IdentityProvider {
             Ok(None) => return refused("the service provider is not registered"),
             Err(_) => return SloStep::Unavailable,
         };
-        let request = match (&decoded.query_signature, received) {
+        let request = match (&decoded.query_signature, decoded.binding) {
             (Some(signature), _) => {
                 if !sp.signing_certificates.iter().any(|c| signature.verify(c)) {
                     return refused("the signature does not verify");
                 }
                 unverified
             }
-            (None, Received::Post { .. }) => {
+            (None, authn::Binding::Post) => {
                 let Ok((root_id, signed)) =
                     crate::crypto::verify_enveloped(&decoded.xml, &sp.signing_certificates)
                 else {
@@ -740,7 +754,7 @@ impl IdentityProvider {
                     _ => return refused("the signed element is not the LogoutRequest"),
                 }
             }
-            (None, Received::Redirect { .. }) => {
+            (None, authn::Binding::Redirect) => {
                 return refused("the LogoutRequest is not signed by the service provider");
             }
         };

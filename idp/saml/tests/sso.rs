@@ -104,8 +104,18 @@ fn accept_post(xml: &str, sp: &ServiceProvider) -> Result<authn::AcceptedRequest
         message: &message,
         relay_state: Some("rs"),
     };
-    assert_eq!(authn::issuer(received).ok().as_deref(), Some(SP_ID));
-    authn::accept(received, sp, &rules(&sso))
+    let incoming = authn::read(received).expect("decoded and its Issuer read");
+    assert_eq!(incoming.issuer(), SP_ID);
+    authn::accept(incoming, sp, &rules(&sso))
+}
+
+/// Both intake steps, as the IdP runs them.
+fn intake(
+    received: Received<'_>,
+    sp: &ServiceProvider,
+    rules: &IntakeRules<'_>,
+) -> Result<authn::AcceptedRequest, IntakeError> {
+    authn::accept(authn::read(received)?, sp, rules)
 }
 
 fn registered(sp: &Party, signed_requests: bool) -> ServiceProvider {
@@ -199,8 +209,8 @@ fn xxe_and_billion_laughs_are_refused_before_parsing() {
         let sso = vec![SSO.to_owned()];
         let message = post(&payload);
         let received = Received::Post { message: &message, relay_state: None };
-        assert!(matches!(authn::issuer(received), Err(IntakeError::Untrusted(_))));
-        assert!(matches!(authn::accept(received, &registered, &rules(&sso)), Err(IntakeError::Untrusted(_))));
+        assert!(matches!(authn::read(received), Err(IntakeError::Untrusted(_))));
+        assert!(matches!(intake(received, &registered, &rules(&sso)), Err(IntakeError::Untrusted(_))));
     }
 }
 
@@ -212,7 +222,7 @@ fn signed_redirect_request_is_accepted_and_a_forged_query_is_not() {
     let query =
         redirect::encode("SAMLRequest", &xml, Some("state 1"), &sp.credential).expect("encode");
     let sso = vec![SSO.to_owned()];
-    let accepted = authn::accept(
+    let accepted = intake(
         Received::Redirect { raw_query: &query },
         &registered,
         &rules(&sso),
@@ -223,7 +233,7 @@ fn signed_redirect_request_is_accepted_and_a_forged_query_is_not() {
     // RelayState changed after signing.
     let forged = query.replace("RelayState=state%201", "RelayState=state%202");
     assert_ne!(forged, query);
-    let err = authn::accept(
+    let err = intake(
         Received::Redirect { raw_query: &forged },
         &registered,
         &rules(&sso),
@@ -235,7 +245,7 @@ fn signed_redirect_request_is_accepted_and_a_forged_query_is_not() {
         .next()
         .unwrap_or_default()
         .to_owned();
-    let err = authn::accept(
+    let err = intake(
         Received::Redirect {
             raw_query: &unsigned,
         },
