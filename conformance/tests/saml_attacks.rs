@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use harness::{Server, ServerOptions, pki, saml_table, start, workspace};
+use idp_core::oidc::provider::percent_encode;
 use idp_saml::crypto::SigningCredential;
 use idp_saml::xml::{instant, new_id};
 use time::OffsetDateTime;
@@ -257,19 +258,6 @@ fn root_id(xml: &str) -> String {
         let value = &tag[at + 4..];
         return value[..value.find('"').unwrap()].to_owned();
     }
-}
-
-/// Percent-encoding of everything but RFC 3986 unreserved characters.
-fn pct(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -582,7 +570,7 @@ fn build(vector: &Vector, binding: Binding, run: &Run, idp: &Idp) -> Message {
             }
             if let Some(alg) = vector.field("sigalg") {
                 assert!(query.contains("&SigAlg="), "{}: not signed", vector.name);
-                query = with_query_param(&query, "SigAlg", &pct(alg));
+                query = with_query_param(&query, "SigAlg", &percent_encode(alg));
             }
             Message::Redirect(query)
         }
@@ -610,8 +598,8 @@ async fn send(idp: &Idp, message: &Message) -> Reply {
             )
             .body(format!(
                 "SAMLRequest={}&RelayState={}",
-                pct(&B64.encode(xml)),
-                pct(RELAY_STATE)
+                percent_encode(&B64.encode(xml)),
+                percent_encode(RELAY_STATE)
             )),
         Message::Redirect(query) => idp
             .http

@@ -101,22 +101,7 @@ pub struct RedirectMessage {
 
 /// `application/x-www-form-urlencoded` decoding of one value.
 fn form_decode(value: &str) -> Result<String, RedirectError> {
-    let mut out = Vec::with_capacity(value.len());
-    let bytes = value.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = value.get(i + 1..i + 3).ok_or(RedirectError::Encoding)?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| RedirectError::Encoding)?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| RedirectError::Encoding)
+    idp_core::oidc::provider::form_decode(value).ok_or(RedirectError::Encoding)
 }
 
 fn base64_decode(value: &str) -> Result<Vec<u8>, RedirectError> {

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::client::{ClientRegistration, TokenEndpointAuthMethod};
+use super::provider::form_decode;
 use super::{ErrorCode, OAuthError};
 use crate::secret::digests_match;
 use crate::store::{ClientStore, EphemeralStore};
@@ -87,26 +88,6 @@ impl Presented {
             Ok((id, secret))
         }))
     }
-}
-
-/// `application/x-www-form-urlencoded` decoding of one component.
-fn form_decode(value: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(value.len());
-    let bytes = value.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = value.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 #[derive(Deserialize)]

@@ -175,6 +175,26 @@ pub fn percent_encode(value: &str) -> String {
     out
 }
 
+/// `application/x-www-form-urlencoded` decoding of one component.
+pub fn form_decode(value: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(value.len());
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = value.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 impl Provider {
     pub fn new(
         settings: ProviderSettings,
