@@ -162,28 +162,19 @@ enum Arrival {
 fn sso_response(req: &HttpRequest, step: SsoStep, arrival: Arrival) -> HttpResponse {
     let lang = Lang::of(req);
     match step {
-        SsoStep::Refused(reason) => {
-            tracing::info!(%reason, "SAML request refused");
-            let body = format!(
-                r#"<p class="notice" data-reason="saml_request_refused">{}</p><p lang="en"><small>{}</small></p>"#,
-                escape(lang.pick(
-                    "このログイン要求は受け付けられません。安全のため、サービスには戻りません。",
-                    "This login request cannot be accepted. For your safety you are not sent back to the service."
-                )),
-                escape(&reason)
-            );
-            html(
-                StatusCode::BAD_REQUEST,
-                layout(
-                    lang,
-                    lang.pick(
-                        "ログイン要求を受け付けられません",
-                        "The login request cannot be accepted",
-                    ),
-                    &body,
-                ),
-            )
-        }
+        SsoStep::Refused(reason) => refused_page(
+            lang,
+            "saml_request_refused",
+            (
+                "ログイン要求を受け付けられません",
+                "The login request cannot be accepted",
+            ),
+            (
+                "このログイン要求は受け付けられません。安全のため、サービスには戻りません。",
+                "This login request cannot be accepted. For your safety you are not sent back to the service.",
+            ),
+            &reason,
+        ),
         SsoStep::Post(form) => post_page(lang, &form),
         SsoStep::Login { pending } => {
             let continue_at = format!("/saml/sso/continue?pending={}", pending.dangerous_expose());
@@ -398,19 +389,36 @@ async fn slo_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>
 }
 
 fn slo_refused(req: &HttpRequest, reason: &str) -> HttpResponse {
-    tracing::info!(%reason, "SAML logout request refused");
-    let lang = Lang::of(req);
-    let body = format!(
-        r#"<p class="notice" data-reason="saml_logout_refused">{}</p><p lang="en"><small>{}</small></p>"#,
-        escape(lang.pick(
+    refused_page(
+        Lang::of(req),
+        "saml_logout_refused",
+        ("ログアウト", "Log out"),
+        (
             "このログアウト要求は受け付けられません。",
-            "This logout request cannot be accepted."
-        )),
+            "This logout request cannot be accepted.",
+        ),
+        reason,
+    )
+}
+
+/// A refused SAML message: a page for the browser (Japanese first) with the reason in
+/// English for support, and nothing sent to the SP. `(ja, en)` pairs for title and text.
+fn refused_page(
+    lang: Lang,
+    code: &str,
+    title: (&'static str, &'static str),
+    text: (&'static str, &'static str),
+    reason: &str,
+) -> HttpResponse {
+    tracing::info!(%reason, code, "SAML message refused");
+    let body = format!(
+        r#"<p class="notice" data-reason="{code}">{}</p><p lang="en"><small>{}</small></p>"#,
+        escape(lang.pick(text.0, text.1)),
         escape(reason)
     );
     html(
         StatusCode::BAD_REQUEST,
-        layout(lang, lang.pick("ログアウト", "Log out"), &body),
+        layout(lang, lang.pick(title.0, title.1), &body),
     )
 }
 
