@@ -132,7 +132,9 @@ pub struct IdentityProvider {
     /// Parsed SPs by entity ID, with the stored metadata and settings they came from: the
     /// store is read on every request (so changes apply at once), the XML parsed only when
     /// it changed.
-    parsed: std::sync::Mutex<std::collections::HashMap<String, Arc<(SpRecord, ServiceProvider)>>>,
+    /// Keyed by entity ID: the stored settings (JSON) and the SP parsed from them and its
+    /// metadata (which the SP keeps).
+    parsed: std::sync::Mutex<std::collections::HashMap<String, (String, ServiceProvider)>>,
 }
 
 /// The signing credential and every certificate to publish.
@@ -220,11 +222,10 @@ impl IdentityProvider {
             return Ok(None);
         };
         let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = parsed.get(entity_id)
-            && entry.0.metadata == record.metadata
-            && entry.0.settings == record.settings
+        if let Some((settings, sp)) = parsed.get(entity_id)
+            && sp.metadata == record.metadata
+            && *settings == record.settings
         {
-            let sp = &entry.1;
             return Ok(sp
                 .valid_until
                 .is_none_or(|until| until > now)
@@ -233,7 +234,7 @@ impl IdentityProvider {
         let sp = parse_record(&record, now);
         match &sp {
             Some(sp) => {
-                parsed.insert(entity_id.to_owned(), Arc::new((record, sp.clone())));
+                parsed.insert(entity_id.to_owned(), (record.settings, sp.clone()));
             }
             None => {
                 parsed.remove(entity_id);

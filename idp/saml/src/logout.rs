@@ -69,8 +69,7 @@ fn read(xml: &str) -> Result<(String, Pairs, Pairs), String> {
                 depth += 1;
                 let local = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
                 if depth == 1 {
-                    if !in_saml
-                        || !matches!(ns, ResolveResult::Bound(ref n) if n.as_ref() == NS_SAMLP.as_bytes())
+                    if !matches!(ns, ResolveResult::Bound(ref n) if n.as_ref() == NS_SAMLP.as_bytes())
                     {
                         return Err("the root is not a SAML protocol message".into());
                     }
