@@ -18,9 +18,9 @@
 //   SCOPE          default "openid profile email hpki offline_access"
 //   TAMPER         "id_token": alter the ID token's payload in the token response (the
 //                  library must refuse it)
-import { readFileSync } from 'node:fs';
 import * as oidc from 'openid-client';
-import { Agent, fetch, Headers, request, Response } from 'undici';
+import { fetch, Headers, Response } from 'undici';
+import { makeBrowser } from './browser.mjs';
 
 function env(name, fallback) {
   const value = process.env[name];
@@ -32,9 +32,6 @@ function env(name, fallback) {
 }
 
 const issuer = new URL(env('ISSUER'));
-const ca = readFileSync(env('CA_FILE'));
-const cardCert = readFileSync(env('CARD_CERT'));
-const cardKey = readFileSync(env('CARD_KEY'));
 const clientId = env('CLIENT_ID');
 const clientSecret = env('CLIENT_SECRET');
 const redirectUri = env('REDIRECT_URI');
@@ -43,12 +40,14 @@ const idTokenAlg = env('ID_TOKEN_ALG', 'RS256');
 const scope = env('SCOPE', 'openid profile email hpki offline_access');
 const tamper = env('TAMPER', 'none');
 
-// The IdP's server certificates chain to the test root: trust it (and only it).
-const publicAgent = new Agent({ connect: { ca } });
-// The login origin demands the card: present it there and nowhere else.
-const cardAgent = new Agent({ connect: { ca, cert: cardCert, key: cardKey } });
-
 const steps = [];
+const { browse, publicAgent, close } = makeBrowser({
+  publicOrigin: issuer.origin,
+  caFile: env('CA_FILE'),
+  cardCert: env('CARD_CERT'),
+  cardKey: env('CARD_KEY'),
+  steps,
+});
 
 function tamperIdToken(idToken) {
   const [header, payload, signature] = idToken.split('.');
@@ -75,77 +74,6 @@ async function libraryFetch(url, options) {
 }
 
 // ----- the browser -------------------------------------------------------------------
-
-// A minimal cookie jar: host-only cookies keyed by host name (cookies ignore the port),
-// Secure ones sent over https only, Max-Age=0 deletes.
-const jar = new Map();
-
-function storeCookies(url, setCookie) {
-  if (!setCookie) return;
-  const host = url.hostname;
-  for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
-    const [pair, ...attributes] = line.split(';').map((s) => s.trim());
-    const eq = pair.indexOf('=');
-    if (eq <= 0) continue;
-    const name = pair.slice(0, eq);
-    const value = pair.slice(eq + 1);
-    const attrs = Object.fromEntries(
-      attributes.map((a) => {
-        const i = a.indexOf('=');
-        return i < 0 ? [a.toLowerCase(), true] : [a.slice(0, i).toLowerCase(), a.slice(i + 1)];
-      }),
-    );
-    const cookies = jar.get(host) ?? new Map();
-    if (attrs['max-age'] !== undefined && Number(attrs['max-age']) <= 0) {
-      cookies.delete(name);
-    } else {
-      cookies.set(name, { value, secure: attrs.secure === true, path: attrs.path ?? '/' });
-    }
-    jar.set(host, cookies);
-  }
-}
-
-function cookieHeader(url) {
-  const cookies = jar.get(url.hostname);
-  if (!cookies) return undefined;
-  const pairs = [];
-  for (const [name, c] of cookies) {
-    if (c.secure && url.protocol !== 'https:') continue;
-    if (!url.pathname.startsWith(c.path)) continue;
-    pairs.push(`${name}=${c.value}`);
-  }
-  return pairs.length ? pairs.join('; ') : undefined;
-}
-
-// One browser request, redirects not followed. The card is presented on the login origin
-// (any origin but the issuer's: the IdP names it in its redirect) and nowhere else.
-async function browse(url, { method = 'GET', form } = {}) {
-  const headers = { accept: 'text/html', 'accept-language': 'en' };
-  const cookie = cookieHeader(url);
-  if (cookie) headers.cookie = cookie;
-  let body;
-  if (form) {
-    body = new URLSearchParams(form).toString();
-    headers['content-type'] = 'application/x-www-form-urlencoded';
-    headers.origin = url.origin;
-  }
-  const onLogin = url.origin !== issuer.origin;
-  const response = await request(url, {
-    method,
-    headers,
-    body,
-    dispatcher: onLogin ? cardAgent : publicAgent,
-  });
-  storeCookies(url, response.headers['set-cookie']);
-  const text = await response.body.text();
-  steps.push(`${method} ${url.pathname} ${response.statusCode}${onLogin ? ' (card)' : ''}`);
-  const location = response.headers.location;
-  return {
-    status: response.statusCode,
-    location: location ? new URL(location, url) : undefined,
-    text,
-  };
-}
 
 function hidden(html, name) {
   const match = html.match(new RegExp(`<input type="hidden" name="${name}" value="([^"]*)"`));
@@ -302,5 +230,5 @@ try {
   process.stdout.write(`${JSON.stringify({ ok: false, error: await describe(error), steps })}\n`);
   process.exitCode = 1;
 } finally {
-  await Promise.allSettled([publicAgent.close(), cardAgent.close()]);
+  await close();
 }

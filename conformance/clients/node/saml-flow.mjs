@@ -25,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { inflateRawSync } from 'node:zlib';
 import { SAML, generateServiceProviderMetadata } from '@node-saml/node-saml';
-import { Agent, request } from 'undici';
+import { makeBrowser } from './browser.mjs';
 
 // The XML parser and XPath engine node-saml itself uses, resolved from node-saml's package.
 const requireFromNodeSaml = createRequire(
@@ -61,7 +61,7 @@ class FlowError extends Error {
 }
 
 const steps = [];
-const agents = [];
+const closers = [];
 
 // ----- the service provider ----------------------------------------------------------
 
@@ -114,47 +114,6 @@ function parseIdpMetadata(xml) {
 
 // ----- the browser -------------------------------------------------------------------
 
-// A minimal cookie jar: host-only cookies keyed by host name (cookies ignore the port, so
-// the IdP's two origins on one host share them, as in a browser), Secure ones sent over
-// https only, Max-Age=0 deletes.
-const jar = new Map();
-
-function storeCookies(url, setCookie) {
-  if (!setCookie) return;
-  for (const line of Array.isArray(setCookie) ? setCookie : [setCookie]) {
-    const [pair, ...attributes] = line.split(';').map((s) => s.trim());
-    const eq = pair.indexOf('=');
-    if (eq <= 0) continue;
-    const name = pair.slice(0, eq);
-    const value = pair.slice(eq + 1);
-    const attrs = Object.fromEntries(
-      attributes.map((a) => {
-        const i = a.indexOf('=');
-        return i < 0 ? [a.toLowerCase(), true] : [a.slice(0, i).toLowerCase(), a.slice(i + 1)];
-      }),
-    );
-    const cookies = jar.get(url.hostname) ?? new Map();
-    if (attrs['max-age'] !== undefined && Number(attrs['max-age']) <= 0) {
-      cookies.delete(name);
-    } else {
-      cookies.set(name, { value, secure: attrs.secure === true, path: attrs.path ?? '/' });
-    }
-    jar.set(url.hostname, cookies);
-  }
-}
-
-function cookieHeader(url) {
-  const cookies = jar.get(url.hostname);
-  if (!cookies) return undefined;
-  const pairs = [];
-  for (const [name, c] of cookies) {
-    if (c.secure && url.protocol !== 'https:') continue;
-    if (!url.pathname.startsWith(c.path)) continue;
-    pairs.push(`${name}=${c.value}`);
-  }
-  return pairs.length ? pairs.join('; ') : undefined;
-}
-
 function unescapeHtml(text) {
   return text
     .replaceAll('&quot;', '"')
@@ -168,48 +127,6 @@ function unescapeHtml(text) {
 function field(html, name) {
   const match = html.match(new RegExp(`name="${name}" value="([^"]*)"`));
   return match ? unescapeHtml(match[1]) : undefined;
-}
-
-function makeBrowser(publicOrigin) {
-  const ca = readFileSync(env('CA_FILE'));
-  // The IdP's server certificates chain to the test root: trust it (and only it).
-  const publicAgent = new Agent({ connect: { ca } });
-  // The login origin demands the card: present it there and nowhere else.
-  const cardAgent = new Agent({
-    connect: { ca, cert: readFileSync(env('CARD_CERT')), key: readFileSync(env('CARD_KEY')) },
-  });
-  agents.push(publicAgent, cardAgent);
-
-  // One request, redirects not followed. The card goes to any origin but the public one
-  // (the IdP names its login origin in a redirect).
-  return async function browse(url, { method = 'GET', form } = {}) {
-    const headers = { accept: 'text/html', 'accept-language': 'en' };
-    const cookie = cookieHeader(url);
-    if (cookie) headers.cookie = cookie;
-    let body;
-    if (form) {
-      body = new URLSearchParams(form).toString();
-      headers['content-type'] = 'application/x-www-form-urlencoded';
-      headers.origin = publicOrigin;
-    }
-    const onLogin = url.origin !== publicOrigin;
-    const response = await request(url, {
-      method,
-      headers,
-      body,
-      dispatcher: onLogin ? cardAgent : publicAgent,
-    });
-    storeCookies(url, response.headers['set-cookie']);
-    const text = await response.body.text();
-    steps.push(`${method} ${url.pathname} ${response.statusCode}${onLogin ? ' (card)' : ''}`);
-    const location = response.headers.location;
-    return {
-      status: response.statusCode,
-      headers: response.headers,
-      location: location ? new URL(location, url) : undefined,
-      text,
-    };
-  };
 }
 
 // From the SSO URL with the AuthnRequest to the auto-POST form for the ACS.
@@ -268,7 +185,15 @@ function first(node, name) {
 async function login() {
   const metadataUrl = new URL(env('IDP_METADATA_URL'));
   const publicOrigin = metadataUrl.origin;
-  const browse = makeBrowser(publicOrigin);
+  const browser = makeBrowser({
+    publicOrigin,
+    caFile: env('CA_FILE'),
+    cardCert: env('CARD_CERT'),
+    cardKey: env('CARD_KEY'),
+    steps,
+  });
+  closers.push(browser.close);
+  const { browse } = browser;
   const fetched = await browse(metadataUrl);
   if (fetched.status !== 200) throw new FlowError(`metadata: HTTP ${fetched.status}`);
   const idp = parseIdpMetadata(fetched.text);
@@ -375,5 +300,5 @@ try {
   process.stdout.write(`${JSON.stringify(out)}\n`);
   process.exitCode = 1;
 } finally {
-  await Promise.allSettled(agents.map((a) => a.close()));
+  await Promise.allSettled(closers.map((close) => close()));
 }
