@@ -179,9 +179,23 @@ pub(crate) async fn end_browser_session(
     let session = state.login.sessions().resume(&id, now).await?;
     state.login.sessions().end(&id).await?;
     if let Some(session) = session {
-        crate::saml::end_relying_parties(state, &session, None, now).await;
+        end_relying_parties(state, &session, None, now).await;
     }
     Ok(())
+}
+
+/// Ends the relying parties of an ending session: OIDC back-channel logout tokens and
+/// SAML SOAP LogoutRequests (all but `except_sp`, a SAML SP that asked), delivered in the
+/// background.
+pub(crate) async fn end_relying_parties(
+    state: &AppState,
+    session: &idp_core::session::Session,
+    except_sp: Option<&str>,
+    now: OffsetDateTime,
+) {
+    let logouts = state.oidc.provider.logout_session(session, now).await;
+    crate::oidc::deliver_backchannel(state, logouts);
+    crate::saml::notify_logout(state, session, except_sp, now).await;
 }
 
 fn removal(name: &'static str) -> Cookie<'static> {

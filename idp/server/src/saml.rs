@@ -438,7 +438,7 @@ async fn slo_with(req: &HttpRequest, state: &AppState, received: Received<'_>) -
                     Ok(Some(session)) => {
                         ended_browser_session =
                             browser.as_ref().is_some_and(|b| b.sid == session.sid);
-                        end_relying_parties(state, &session, Some(&sp), now).await;
+                        crate::app::end_relying_parties(state, &session, Some(&sp), now).await;
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -460,16 +460,14 @@ async fn slo_with(req: &HttpRequest, state: &AppState, received: Received<'_>) -
     }
 }
 
-/// Ends the relying parties of an ending session: OIDC back-channel logout tokens and
-/// SAML SOAP LogoutRequests (all but `except`), delivered in the background.
-pub async fn end_relying_parties(
+/// Tells the SAML SPs of an ending session (all but `except`, the SP that asked) over
+/// their SOAP SingleLogoutService, in the background.
+pub async fn notify_logout(
     state: &AppState,
     session: &idp_core::session::Session,
     except: Option<&str>,
     now: OffsetDateTime,
 ) {
-    let logouts = state.oidc.provider.logout_session(session, now).await;
-    crate::oidc::deliver_backchannel(state, logouts);
     let Some(saml) = &state.saml else {
         return;
     };
