@@ -197,8 +197,6 @@ pub fn saml_redirect_request(entity_id: &str, destination: &str) -> String {
     w.open(
         "samlp:AuthnRequest",
         &[
-            ("xmlns:samlp", idp_saml::xml::NS_SAMLP),
-            ("xmlns:saml", idp_saml::xml::NS_SAML),
             ("ID", &idp_saml::xml::new_id()),
             ("Version", "2.0"),
             (

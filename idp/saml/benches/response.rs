@@ -1,5 +1,6 @@
 //! Signed SAML login responses: `idp_saml::response::success` with an RSA-2048 key
-//! (RSA-SHA256, SHA-256 digests, exclusive c14n through samael's xmlsec bindings).
+//! (RSA-SHA256, SHA-256 digests, exclusive c14n; written canonical and signed by
+//! `SigningCredential::sign_enveloped`, checked once with samael's xmlsec verifier).
 //!
 //! Run with `cargo bench -p idp-saml --bench response`; scripts/bench-saml.sh runs it
 //! next to samlify (bench/samlify) and docs/BENCHMARKS.md ("SAML responses") has the

@@ -5,7 +5,7 @@
 use idp_vocabulary::{claim, saml_attribute as attr};
 use serde_json::{Map, Value};
 
-use crate::xml::{NS_XS, NS_XSI, XmlWriter};
+use crate::xml::XmlWriter;
 
 /// One attribute to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,15 +111,7 @@ pub fn write_statement(w: &mut XmlWriter, attributes: &[Attribute]) {
         }
         w.open("saml:Attribute", &attrs);
         for v in &a.values {
-            w.element(
-                "saml:AttributeValue",
-                &[
-                    ("xmlns:xs", NS_XS),
-                    ("xmlns:xsi", NS_XSI),
-                    ("xsi:type", "xs:string"),
-                ],
-                v,
-            );
+            w.element("saml:AttributeValue", &[("xsi:type", "xs:string")], v);
         }
         w.close("saml:Attribute");
     }

@@ -4,6 +4,7 @@
 //! (no wrapping), with an algorithm allow-list that has no SHA-1.
 
 use std::fmt;
+use std::ops::Range;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -16,6 +17,13 @@ use samael::traits::ToXml;
 
 use crate::guard::{self, XmlRefusal};
 use crate::shape::{self, ShapeError};
+use crate::xml::{INCLUSIVE_PREFIXES, XmlWriter};
+
+const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
+const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+const ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
 
 const VERIFY_ALGORITHMS: &[AllowedSignatureAlgorithm] = &[
     AllowedSignatureAlgorithm::RsaSha256,
@@ -55,7 +63,8 @@ pub enum VerifyError {
 /// The IdP's signing key and its certificate (published in the metadata and in KeyInfo).
 #[derive(Clone)]
 pub struct SigningCredential {
-    /// PKCS#8 DER.
+    key: PKey<Private>,
+    /// PKCS#8 DER, for xmlsec ([`Self::sign`]).
     key_der: Vec<u8>,
     cert: CertificateDer,
     method: SignatureAlgorithm,
@@ -99,6 +108,7 @@ impl SigningCredential {
             .to_der()
             .map_err(|e| KeyError::Certificate(e.to_string()))?;
         Ok(Self {
+            key: key.clone(),
             key_der,
             cert: CertificateDer::from(cert_der),
             method,
@@ -160,8 +170,8 @@ impl SigningCredential {
         ))
     }
 
-    /// The `ds:Signature` template, to be placed where the schema puts the signature of
-    /// the element whose `ID` is `id` (after its `Issuer`).
+    /// A `ds:Signature` template for [`Self::sign`], to be placed where the schema puts
+    /// the signature of the element whose `ID` is `id` (after its `Issuer`).
     pub fn template(&self, id: &str) -> Result<String, SignError> {
         let mut signature = Signature::template(id, &self.cert);
         signature.signed_info.signature_method.algorithm = self.method.clone();
@@ -174,10 +184,8 @@ impl SigningCredential {
     /// The `SigAlg` URI of query-string signatures (HTTP-Redirect binding).
     pub fn sig_alg(&self) -> &'static str {
         match self.method {
-            SignatureAlgorithm::EcdsaSha256 => {
-                "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
-            }
-            _ => "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            SignatureAlgorithm::EcdsaSha256 => ECDSA_SHA256,
+            _ => RSA_SHA256,
         }
     }
 
@@ -185,12 +193,12 @@ impl SigningCredential {
     /// SHA-256, or ECDSA P-256 with SHA-256 as r‖s.
     pub fn sign_bytes(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
         let e = |e: openssl::error::ErrorStack| SignError(e.to_string());
-        let key = PKey::private_key_from_der(&self.key_der).map_err(e)?;
         let mut signer =
-            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).map_err(e)?;
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.key)
+                .map_err(e)?;
         signer.update(data).map_err(e)?;
         let der = signer.sign_to_vec().map_err(e)?;
-        if key.id() != Id::EC {
+        if self.key.id() != Id::EC {
             return Ok(der);
         }
         let sig = openssl::ecdsa::EcdsaSig::from_der(&der).map_err(e)?;
@@ -199,7 +207,72 @@ impl SigningCredential {
         Ok(out)
     }
 
-    /// Signs the first (document order) empty signature template in `xml`.
+    /// Signs, by enveloped signature, the element of `doc` at the byte range `element`
+    /// whose `ID` is `id`, inserting its `ds:Signature` at `slot` (where the schema puts
+    /// it: after the element's `Issuer`, or first in metadata); returns the inserted
+    /// length. `doc` must come from [`XmlWriter`], whose text is its own exc-c14n form:
+    /// the element's bytes are then what the enveloped-signature and exc-c14n transforms
+    /// make of it, the digest is their SHA-256, and SignedInfo is written canonical too.
+    /// Sign inner elements first (an Assertion, then its Response): the outer digest
+    /// covers the inner signature. The signature says RSA-SHA256 or ECDSA-SHA256 with
+    /// SHA-256 digests and exclusive c14n with [`INCLUSIVE_PREFIXES`].
+    pub fn sign_enveloped(
+        &self,
+        doc: &mut String,
+        element: Range<usize>,
+        slot: usize,
+        id: &str,
+    ) -> Result<usize, SignError> {
+        let bytes = doc
+            .get(element.clone())
+            .filter(|_| element.contains(&slot))
+            .ok_or_else(|| SignError("the element to sign is not in the document".into()))?;
+        let digest = B64.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            bytes.as_bytes(),
+        ));
+        let reference = format!("#{id}");
+        let signed_info = |w: &mut XmlWriter| {
+            w.open("ds:SignedInfo", &[])
+                .empty("ds:CanonicalizationMethod", &[("Algorithm", EXC_C14N)])
+                .empty("ds:SignatureMethod", &[("Algorithm", self.sig_alg())])
+                .open("ds:Reference", &[("URI", &reference)])
+                .open("ds:Transforms", &[])
+                .empty("ds:Transform", &[("Algorithm", ENVELOPED)])
+                .open("ds:Transform", &[("Algorithm", EXC_C14N)])
+                .empty(
+                    "ec:InclusiveNamespaces",
+                    &[("PrefixList", INCLUSIVE_PREFIXES)],
+                )
+                .close("ds:Transform")
+                .close("ds:Transforms")
+                .empty("ds:DigestMethod", &[("Algorithm", SHA256)])
+                .element("ds:DigestValue", &[], &digest)
+                .close("ds:Reference")
+                .close("ds:SignedInfo");
+        };
+        // SignedInfo's canonical form stands alone: it declares `ds` itself.
+        let mut canonical = XmlWriter::new();
+        signed_info(&mut canonical);
+        let value = B64.encode(self.sign_bytes(canonical.finish().as_bytes())?);
+        let mut w = XmlWriter::new();
+        w.open("ds:Signature", &[]);
+        signed_info(&mut w);
+        w.element("ds:SignatureValue", &[], &value)
+            .open("ds:KeyInfo", &[])
+            .open("ds:X509Data", &[])
+            .element("ds:X509Certificate", &[], &self.certificate_base64())
+            .close("ds:X509Data")
+            .close("ds:KeyInfo")
+            .close("ds:Signature");
+        let signature = w.finish();
+        doc.insert_str(slot, &signature);
+        Ok(signature.len())
+    }
+
+    /// Signs the first (document order) empty signature template of [`Self::template`]
+    /// in `xml` through xmlsec: for XML not written by [`XmlWriter`] (test SPs, attack
+    /// vectors); what the IdP sends is signed by [`Self::sign_enveloped`].
     pub fn sign(&self, xml: &str) -> Result<String, SignError> {
         Crypto::sign_xml(xml, &self.key_der).map_err(|e| SignError(e.to_string()))
     }

@@ -226,8 +226,6 @@ pub fn request(
     w.open(
         "samlp:LogoutRequest",
         &[
-            ("xmlns:samlp", NS_SAMLP),
-            ("xmlns:saml", NS_SAML),
             ("ID", &id),
             ("Version", "2.0"),
             ("IssueInstant", &now),
@@ -236,9 +234,7 @@ pub fn request(
         ],
     );
     w.element("saml:Issuer", &[], r.issuer);
-    if signing == Signing::Enveloped {
-        w.trusted_markup(&credential.template(&id)?);
-    }
+    let slot = w.position();
     let mut name_id_attrs = vec![("Format", r.name_id_format)];
     if r.name_id_format == crate::sp::NAMEID_PERSISTENT {
         name_id_attrs.push(("NameQualifier", r.issuer));
@@ -247,11 +243,7 @@ pub fn request(
     w.element("saml:NameID", &name_id_attrs, r.name_id);
     w.element("samlp:SessionIndex", &[], r.session_index);
     w.close("samlp:LogoutRequest");
-    let xml = w.finish();
-    let xml = match signing {
-        Signing::Enveloped => credential.sign(&xml)?,
-        Signing::QueryString => xml,
-    };
+    let xml = signed(credential, w, slot, &id, signing)?;
     Ok((id, xml))
 }
 
@@ -272,8 +264,6 @@ pub fn response(
     w.open(
         "samlp:LogoutResponse",
         &[
-            ("xmlns:samlp", NS_SAMLP),
-            ("xmlns:saml", NS_SAML),
             ("ID", &id),
             ("Version", "2.0"),
             ("IssueInstant", &now),
@@ -282,16 +272,26 @@ pub fn response(
         ],
     );
     w.element("saml:Issuer", &[], issuer);
-    if signing == Signing::Enveloped {
-        w.trusted_markup(&credential.template(&id)?);
-    }
+    let slot = w.position();
     status.write(&mut w);
     w.close("samlp:LogoutResponse");
-    let xml = w.finish();
-    match signing {
-        Signing::Enveloped => credential.sign(&xml),
-        Signing::QueryString => Ok(xml),
+    signed(credential, w, slot, &id, signing)
+}
+
+/// The finished message, with its enveloped signature at `slot` if it is to have one.
+fn signed(
+    credential: &SigningCredential,
+    w: XmlWriter,
+    slot: usize,
+    id: &str,
+    signing: Signing,
+) -> Result<String, SignError> {
+    let mut xml = w.finish();
+    if signing == Signing::Enveloped {
+        let end = xml.len();
+        credential.sign_enveloped(&mut xml, 0..end, slot, id)?;
     }
+    Ok(xml)
 }
 
 /// Wraps a message in a SOAP 1.1 envelope (SAML SOAP binding).

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::crypto::{SignError, SigningCredential};
 use crate::sp::{NAMEID_PERSISTENT, NAMEID_TRANSIENT};
-use crate::xml::{NS_DS, NS_MD, NS_SAML, XmlWriter, instant, new_id};
+use crate::xml::{XmlWriter, instant, new_id};
 
 pub const HTTP_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
 pub const HTTP_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
@@ -48,16 +48,13 @@ pub fn idp_metadata(
     w.open(
         "md:EntityDescriptor",
         &[
-            ("xmlns:md", NS_MD),
-            ("xmlns:ds", NS_DS),
-            ("xmlns:saml", NS_SAML),
             ("ID", &id),
             ("entityID", d.entity_id),
             ("validUntil", &valid_until),
             ("cacheDuration", &cache),
         ],
     );
-    w.trusted_markup(&credential.template(&id)?);
+    let slot = w.position();
     w.open(
         "md:IDPSSODescriptor",
         &[
@@ -123,5 +120,8 @@ pub fn idp_metadata(
         .element("md:OrganizationURL", &[("xml:lang", "ja")], d.entity_id)
         .close("md:Organization");
     w.close("md:EntityDescriptor");
-    credential.sign(&w.finish())
+    let mut xml = w.finish();
+    let end = xml.len();
+    credential.sign_enveloped(&mut xml, 0..end, slot, &id)?;
+    Ok(xml)
 }

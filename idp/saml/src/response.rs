@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::attributes::{Attribute, write_statement};
 use crate::crypto::{SignError, SigningCredential};
-use crate::xml::{NS_SAML, NS_SAMLP, XmlWriter, instant, new_id};
+use crate::xml::{XmlWriter, instant, new_id};
 
 /// Status codes (SAML Core §3.2.2.2).
 pub mod status {
@@ -110,36 +110,39 @@ pub struct Assertion<'a> {
     pub sign_response: bool,
 }
 
-fn strip_declaration(xml: &str) -> &str {
-    let xml = xml.trim_start();
-    match xml.strip_prefix("<?xml") {
-        Some(rest) => rest
-            .split_once("?>")
-            .map_or(xml, |(_, body)| body.trim_start()),
-        None => xml,
+/// Where an element to sign lies in the document being written (see
+/// [`SigningCredential::sign_enveloped`]).
+pub(crate) struct Signed {
+    pub id: String,
+    pub start: usize,
+    /// Where its signature goes.
+    pub slot: usize,
+}
+
+impl Signed {
+    /// Signs the element, which ends at `end`; returns the inserted length.
+    pub(crate) fn sign(
+        &self,
+        credential: &SigningCredential,
+        doc: &mut String,
+        end: usize,
+    ) -> Result<usize, SignError> {
+        credential.sign_enveloped(doc, self.start..end, self.slot, &self.id)
     }
 }
 
-/// The signed assertion alone (`saml:Assertion` with its own namespace declaration).
-fn signed_assertion(
-    credential: &SigningCredential,
-    a: &Assertion<'_>,
-) -> Result<String, SignError> {
+/// Writes the Assertion; its signature is to go at the returned slot.
+fn write_assertion(w: &mut XmlWriter, a: &Assertion<'_>) -> Signed {
     let id = new_id();
+    let start = w.position();
     let now = instant(a.now);
     let not_on_or_after = instant(a.now + a.lifetime);
-    let mut w = XmlWriter::new();
     w.open(
         "saml:Assertion",
-        &[
-            ("xmlns:saml", NS_SAML),
-            ("ID", &id),
-            ("Version", "2.0"),
-            ("IssueInstant", &now),
-        ],
+        &[("ID", &id), ("Version", "2.0"), ("IssueInstant", &now)],
     );
     w.element("saml:Issuer", &[], a.issuer);
-    w.trusted_markup(&credential.template(&id)?);
+    let slot = w.position();
     w.open("saml:Subject", &[]);
     let mut name_id_attrs = vec![("Format", a.name_id_format)];
     if a.name_id_format == crate::sp::NAMEID_PERSISTENT {
@@ -183,24 +186,24 @@ fn signed_assertion(
         .element("saml:AuthnContextClassRef", &[], a.authn_context_class)
         .close("saml:AuthnContext")
         .close("saml:AuthnStatement");
-    write_statement(&mut w, a.attributes);
+    write_statement(w, a.attributes);
     w.close("saml:Assertion");
-    let signed = credential.sign(&w.finish())?;
-    Ok(strip_declaration(&signed).to_owned())
+    Signed { id, start, slot }
 }
 
+/// Opens a Response and writes its Issuer; its signature is to go at the returned slot.
 fn response_open(
     w: &mut XmlWriter,
-    id: &str,
+    issuer: &str,
     now: OffsetDateTime,
     destination: &str,
     in_response_to: Option<&str>,
-) {
+) -> Signed {
+    let id = new_id();
+    let start = w.position();
     let now = instant(now);
     let mut attrs = vec![
-        ("xmlns:samlp", NS_SAMLP),
-        ("xmlns:saml", NS_SAML),
-        ("ID", id),
+        ("ID", id.as_str()),
         ("Version", "2.0"),
         ("IssueInstant", now.as_str()),
         ("Destination", destination),
@@ -209,27 +212,26 @@ fn response_open(
         attrs.push(("InResponseTo", irt));
     }
     w.open("samlp:Response", &attrs);
+    w.element("saml:Issuer", &[], issuer);
+    let slot = w.position();
+    Signed { id, start, slot }
 }
 
 /// A successful Response carrying one signed Assertion.
 pub fn success(credential: &SigningCredential, a: &Assertion<'_>) -> Result<String, SignError> {
-    let assertion = signed_assertion(credential, a)?;
-    let id = new_id();
     let mut w = XmlWriter::new();
-    response_open(&mut w, &id, a.now, a.acs_url, a.in_response_to);
-    w.element("saml:Issuer", &[], a.issuer);
-    if a.sign_response {
-        w.trusted_markup(&credential.template(&id)?);
-    }
+    let response = response_open(&mut w, a.issuer, a.now, a.acs_url, a.in_response_to);
     SamlStatus::new(status::SUCCESS, None, "").write(&mut w);
-    w.trusted_markup(&assertion);
+    let assertion = write_assertion(&mut w, a);
+    let assertion_end = w.position();
     w.close("samlp:Response");
-    let xml = w.finish();
+    let mut xml = w.finish();
+    assertion.sign(credential, &mut xml, assertion_end)?;
     if a.sign_response {
-        credential.sign(&xml)
-    } else {
-        Ok(xml)
+        let end = xml.len();
+        response.sign(credential, &mut xml, end)?;
     }
+    Ok(xml)
 }
 
 /// A Response refusing a request: the status, no Assertion, signed.
@@ -241,12 +243,12 @@ pub fn refusal(
     refusal: &SamlStatus,
     now: OffsetDateTime,
 ) -> Result<String, SignError> {
-    let id = new_id();
     let mut w = XmlWriter::new();
-    response_open(&mut w, &id, now, destination, in_response_to);
-    w.element("saml:Issuer", &[], issuer);
-    w.trusted_markup(&credential.template(&id)?);
+    let response = response_open(&mut w, issuer, now, destination, in_response_to);
     refusal.write(&mut w);
     w.close("samlp:Response");
-    credential.sign(&w.finish())
+    let mut xml = w.finish();
+    let end = xml.len();
+    response.sign(credential, &mut xml, end)?;
+    Ok(xml)
 }

@@ -58,8 +58,6 @@ fn request_xml(id: &str, acs: &str, sp: Option<&Party>) -> String {
     w.open(
         "samlp:AuthnRequest",
         &[
-            ("xmlns:samlp", NS_SAMLP),
-            ("xmlns:saml", NS_SAML),
             ("ID", id),
             ("Version", "2.0"),
             ("IssueInstant", &instant(now())),
@@ -68,17 +66,21 @@ fn request_xml(id: &str, acs: &str, sp: Option<&Party>) -> String {
         ],
     );
     w.element("saml:Issuer", &[], SP_ID);
-    if let Some(sp) = sp {
-        w.trusted_markup(&sp.credential.template(id).expect("template"));
-    }
+    let slot = w.position();
     w.empty(
         "samlp:NameIDPolicy",
         &[("Format", NAMEID_PERSISTENT), ("AllowCreate", "true")],
     );
     w.close("samlp:AuthnRequest");
-    let xml = w.finish();
+    let mut xml = w.finish();
+    let end = xml.len();
     match sp {
-        Some(sp) => sp.credential.sign(&xml).expect("sign"),
+        Some(sp) => {
+            sp.credential
+                .sign_enveloped(&mut xml, 0..end, slot, id)
+                .expect("sign");
+            xml
+        }
         None => xml,
     }
 }
