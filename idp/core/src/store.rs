@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::disclosure::{DisclosureSettings, Setting};
 use crate::doctor::{Doctor, DoctorId, DoctorProfile};
 
 /// A storage failure. The message is for logs only: it never reaches the wire.
@@ -229,6 +230,25 @@ pub struct Consent {
     /// The consented claim names (sorted, no duplicates).
     pub claims: Vec<String>,
     pub granted_at: OffsetDateTime,
+    /// The disclosure policy version in force when the doctor consented (`None`: before
+    /// policies were versioned).
+    pub policy_version: Option<String>,
+}
+
+/// The doctors' own disclosure settings (per item and audience; defaults where unset).
+#[async_trait]
+pub trait DisclosureSettingsStore: Send + Sync + Debug {
+    /// The doctor's settings (the defaults when the doctor has set nothing).
+    async fn settings_of(&self, doctor: &DoctorId) -> Result<DisclosureSettings, StoreError>;
+
+    /// Sets these items for these audiences, all or none (one transaction). An unknown
+    /// doctor is a [`StoreError::Conflict`].
+    async fn put_settings(
+        &self,
+        doctor: &DoctorId,
+        settings: &[Setting],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 }
 
 /// Consents, per doctor and client.

@@ -3,21 +3,22 @@
 //! OIDC side and ends in a signed Response for the SP's registered ACS. No HTTP: the
 //! server turns [`SsoStep`] into pages, redirects and auto-POST forms.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
 use idp_core::oidc::release::{
-    Protocol, ReleasePolicy, ReleaseRequest, RelyingParty, Verification, released_values,
+    Protocol, ReleaseDecision, ReleasePolicy, RelyingParty, Verification, decide_at_login,
+    released_values,
 };
 use idp_core::oidc::subject::{SubjectType, subject_for};
 use idp_core::secret::Secret;
 use idp_core::session::Session;
 use idp_core::store::{
-    Consent, ConsentStore, DoctorDirectory, EphemeralStore, SpRecord, SpStore, StoreError,
-    keep_json, take_json,
+    Consent, ConsentStore, DisclosureSettingsStore, DoctorDirectory, EphemeralStore, SpRecord,
+    SpStore, StoreError, keep_json, take_json,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -63,6 +64,7 @@ pub struct IdpSettings {
 pub struct IdpStores {
     pub sps: Arc<dyn SpStore>,
     pub consents: Arc<dyn ConsentStore>,
+    pub settings: Arc<dyn DisclosureSettingsStore>,
     pub doctors: Arc<dyn DoctorDirectory>,
     pub ephemeral: Arc<dyn EphemeralStore>,
 }
@@ -364,13 +366,13 @@ impl IdentityProvider {
                 now,
             );
         }
-        let consent = Consent {
-            doctor_id: session.doctor_id.clone(),
-            client_id: sp.entity_id.clone(),
-            scopes: Vec::new(),
-            claims: sp.claims().into_iter().collect(),
-            granted_at: now,
+        let Ok(shown) = self
+            .release_decision(&sp, &sp.claims(), session, None)
+            .await
+        else {
+            return SsoStep::Unavailable;
         };
+        let consent = Consent::given(session, &sp.entity_id, Vec::new(), shown, now);
         if self.stores.consents.put_consent(&consent).await.is_err() {
             return SsoStep::Unavailable;
         }
@@ -480,6 +482,30 @@ impl IdentityProvider {
         }
     }
 
+    /// The release decision for `sp` at this login.
+    async fn release_decision(
+        &self,
+        sp: &ServiceProvider,
+        requested: &BTreeSet<String>,
+        session: &Session,
+        consent: Option<&Consent>,
+    ) -> Result<ReleaseDecision, StoreError> {
+        decide_at_login(
+            self.release.as_ref(),
+            self.stores.settings.as_ref(),
+            RelyingParty {
+                id: &sp.entity_id,
+                protocol: Protocol::Saml,
+                pre_approved: sp.settings.pre_approved,
+                audience: sp.settings.audience,
+            },
+            requested,
+            session,
+            consent,
+        )
+        .await
+    }
+
     /// `sp`: the request's SP when the caller has it already (read from the store
     /// otherwise, once a session is there to use it).
     async fn decide(
@@ -539,18 +565,15 @@ impl IdentityProvider {
                 Err(_) => return SsoStep::Unavailable,
             }
         };
-        let decision = self.release.decide(&ReleaseRequest {
-            relying_party: RelyingParty {
-                id: &sp.entity_id,
-                protocol: Protocol::Saml,
-                pre_approved: sp.settings.pre_approved,
-            },
-            requested: &requested,
-            consent: consent.as_ref(),
-        });
+        let Ok(decision) = self
+            .release_decision(sp, &requested, session, consent.as_ref())
+            .await
+        else {
+            return SsoStep::Unavailable;
+        };
         let must_ask = !sp.settings.pre_approved
             && !consent_answered
-            && (consent.is_none() || !decision.withheld.is_empty());
+            && (consent.is_none() || !decision.askable().is_empty());
         if must_ask {
             if request.is_passive {
                 return self.refuse(
@@ -574,7 +597,7 @@ impl IdentityProvider {
                     pending,
                     sp_name,
                     entity_id,
-                    claims: requested.into_iter().collect(),
+                    claims: decision.consentable(),
                 }),
                 Err(_) => SsoStep::Unavailable,
             };

@@ -71,6 +71,10 @@ pub struct SpSettings {
     /// No consent page for this SP (the organisation has agreed on the doctors' behalf).
     #[serde(default)]
     pub pre_approved: bool,
+    /// The kind of organisation, for the disclosure policy and the doctors' settings
+    /// (default: third party, to whom the least is released).
+    #[serde(default)]
+    pub audience: idp_core::disclosure::Audience,
     /// Where the metadata is refreshed from (HTTPS), if not a file.
     #[serde(default)]
     pub metadata_url: Option<String>,
@@ -91,6 +95,7 @@ impl Default for SpSettings {
             require_signed_requests: false,
             claims: Vec::new(),
             pre_approved: false,
+            audience: idp_core::disclosure::Audience::ThirdParty,
             metadata_url: None,
             metadata_signing_certificate: None,
             idp_initiated: false,

@@ -2,6 +2,7 @@
 //! SAML service providers, stored in the database the configuration names (so every
 //! running process sees the change).
 
+use idp_core::disclosure::Audience;
 use idp_core::oidc::client::{ClientRegistration, SigningAlg, TokenEndpointAuthMethod};
 use idp_core::oidc::keys::{KeyRing, SigningKey};
 use idp_core::oidc::subject::SubjectType;
@@ -98,6 +99,10 @@ pub struct ClientArgs {
     #[arg(long)]
     #[serde(default)]
     pub pre_approved: bool,
+    /// `regional_network`, `jma_service` or `third_party`.
+    #[arg(long, default_value = "third_party", value_parser = parse_audience)]
+    #[serde(default)]
+    pub audience: Audience,
     #[arg(long)]
     #[serde(default)]
     pub refresh_tokens: bool,
@@ -167,6 +172,10 @@ pub struct SpArgs {
     #[arg(long)]
     #[serde(default)]
     pub pre_approved: bool,
+    /// `regional_network`, `jma_service` or `third_party`.
+    #[arg(long, default_value = "third_party", value_parser = parse_audience)]
+    #[serde(default)]
+    pub audience: Audience,
     #[arg(long)]
     #[serde(default)]
     pub idp_initiated: bool,
@@ -204,6 +213,7 @@ pub async fn add_sp(
         require_signed_requests: args.require_signed_requests,
         claims: args.claims,
         pre_approved: args.pre_approved,
+        audience: args.audience,
         metadata_url: args.metadata_url.clone(),
         metadata_signing_certificate,
         idp_initiated: args.idp_initiated,
@@ -243,6 +253,7 @@ pub fn sp_summary(sp: &idp_saml::sp::ServiceProvider) -> serde_json::Value {
         "sign_response": sp.settings.sign_response,
         "claims": sp.claims(),
         "pre_approved": sp.settings.pre_approved,
+        "audience": sp.settings.audience,
         "idp_initiated": sp.settings.idp_initiated,
         "metadata_url": sp.settings.metadata_url,
         "valid_until": sp.valid_until.map(idp_saml::xml::instant),
@@ -330,6 +341,7 @@ pub async fn add_client(
             SubjectType::Pairwise
         },
         pre_approved: args.pre_approved,
+        audience: args.audience,
         refresh_tokens: args.refresh_tokens,
         jwks,
         tls_client_auth_subject_dn: args.tls_subject_dn,
@@ -617,4 +629,9 @@ async fn api_rotate_secret(
             })),
         Err(reason) => api_error(StatusCode::BAD_REQUEST, "invalid_request", &reason),
     }
+}
+
+fn parse_audience(value: &str) -> Result<Audience, String> {
+    Audience::parse(value)
+        .ok_or_else(|| "the audience is regional_network, jma_service or third_party".to_owned())
 }

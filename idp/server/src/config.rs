@@ -3,6 +3,7 @@
 //! rejected, turned once into a typed [`Runtime`] that has every certificate, key and
 //! anchor loaded, or an error that names what is wrong.
 
+use idp_core::disclosure::Audience;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +39,18 @@ pub struct Config {
     /// The SAML 2.0 IdP; absent: no SAML endpoints.
     #[serde(default)]
     pub saml: Option<SamlConfig>,
+    #[serde(default)]
+    pub disclosure: DisclosureConfig,
+}
+
+/// The disclosure policy (docs/DISCLOSURE.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisclosureConfig {
+    /// The policies folder (`schema.cedarschema` and `*.cedar`); unset: the compiled-in
+    /// defaults (the repository's `policies/`).
+    #[serde(default)]
+    pub policies: Option<PathBuf>,
 }
 
 /// The SAML 2.0 identity provider.
@@ -116,6 +129,9 @@ pub struct SpConfig {
     pub claims: Vec<String>,
     #[serde(default)]
     pub pre_approved: bool,
+    /// `regional_network`, `jma_service` or `third_party` (the default).
+    #[serde(default)]
+    pub audience: Audience,
     #[serde(default)]
     pub idp_initiated: bool,
 }
@@ -208,6 +224,9 @@ pub struct ClientConfig {
     pub sector: Option<String>,
     #[serde(default)]
     pub pre_approved: bool,
+    /// `regional_network`, `jma_service` or `third_party` (the default).
+    #[serde(default)]
+    pub audience: Audience,
     #[serde(default)]
     pub refresh_tokens: bool,
     /// JWKS file of a `private_key_jwt` client.
@@ -427,6 +446,8 @@ pub struct Runtime {
     pub mtls_client_cas: Vec<CertificateDer<'static>>,
     /// The SAML IdP, when configured.
     pub saml: Option<SamlRuntime>,
+    /// The disclosure policy, loaded and validated (the resolved folder, if any).
+    pub disclosure: (Option<PathBuf>, Arc<idp_core::disclosure::DisclosurePolicy>),
 }
 
 impl Config {
@@ -640,6 +661,7 @@ impl Config {
                 subject_type: c.subject_type,
                 sector: c.sector.clone().unwrap_or_default(),
                 pre_approved: c.pre_approved,
+                audience: c.audience,
                 jwks,
                 tls_client_auth_subject_dn: c.tls_client_auth_subject_dn.clone(),
                 tls_client_certificate_sha256: c.tls_client_certificate_sha256.clone(),
@@ -656,9 +678,19 @@ impl Config {
             clients.push(registration);
         }
         let saml = self.saml_runtime(&resolve)?;
+        let policies_dir = self.disclosure.policies.as_deref().map(resolve);
+        let policy = match &policies_dir {
+            Some(dir) => idp_core::disclosure::DisclosurePolicy::load(dir),
+            None => idp_core::disclosure::DisclosurePolicy::builtin(),
+        }
+        .map_err(|e| ConfigError::Invalid {
+            key: "disclosure.policies",
+            reason: e.to_string(),
+        })?;
         Ok(Arc::new(Runtime {
             saml,
             clients,
+            disclosure: (policies_dir, Arc::new(policy)),
             mtls_client_cas,
             base_dir: base_dir.to_owned(),
             public_identity,
@@ -739,6 +771,7 @@ impl Config {
                 require_signed_requests: sp.require_signed_requests,
                 claims: sp.claims.clone(),
                 pre_approved: sp.pre_approved,
+                audience: sp.audience,
                 metadata_url: sp.metadata_url.clone(),
                 metadata_signing_certificate,
                 idp_initiated: sp.idp_initiated,

@@ -8,9 +8,11 @@ use std::time::Duration;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
+use idp_core::disclosure::DisclosureEngine;
 use idp_core::oidc::provider::percent_encode;
-use idp_core::oidc::release::ConsentOnly;
-use idp_core::store::{ConsentStore, DoctorDirectory, EphemeralStore, SpRecord, SpStore};
+use idp_core::store::{
+    ConsentStore, DisclosureSettingsStore, DoctorDirectory, EphemeralStore, SpRecord, SpStore,
+};
 use idp_saml::authn::Received;
 use idp_saml::idp::{
     Credentials, IdentityProvider, IdpSettings, IdpStores, Outbound, PostForm, SloStep, SsoStep,
@@ -554,8 +556,10 @@ pub async fn prepare(
     runtime: &Runtime,
     sps: Arc<dyn SpStore>,
     consents: Arc<dyn ConsentStore>,
+    settings_store: Arc<dyn DisclosureSettingsStore>,
     doctors: Arc<dyn DoctorDirectory>,
     ephemeral: Arc<dyn EphemeralStore>,
+    disclosure: Arc<DisclosureEngine>,
 ) -> Result<Option<SamlState>, StartError> {
     let (Some(config), Some(loaded)) = (&runtime.config.saml, &runtime.saml) else {
         return Ok(None);
@@ -599,11 +603,12 @@ pub async fn prepare(
         IdpStores {
             sps,
             consents,
+            settings: settings_store,
             doctors,
             ephemeral,
         },
         Credentials::new(loaded.credential.clone(), loaded.next_certificate.clone()),
-        Arc::new(ConsentOnly),
+        disclosure,
     );
     Ok(Some(SamlState {
         idp,

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer, web};
+use idp_core::disclosure::DisclosureEngine;
 use idp_core::hpki::HpkiValidator;
 use idp_core::login::LoginService;
 use idp_core::oidc::grant::GrantPolicy;
 use idp_core::oidc::provider::{Provider, ProviderSettings, ProviderStores};
-use idp_core::oidc::release::ConsentOnly;
 use idp_core::session::Sessions;
 use idp_core::store::{ClientStore, DoctorDirectory, EphemeralStore};
 
@@ -72,13 +72,23 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         sessions,
         runtime.login,
     );
-    let oidc = prepare_oidc(&runtime, &database, ephemeral.clone(), doctors.clone()).await?;
+    let disclosure = Arc::new(DisclosureEngine::new(runtime.disclosure.1.clone()));
+    let oidc = prepare_oidc(
+        &runtime,
+        &database,
+        ephemeral.clone(),
+        doctors.clone(),
+        disclosure.clone(),
+    )
+    .await?;
     let saml = crate::saml::prepare(
         &runtime,
         database.clone(),
         database.clone(),
+        database.clone(),
         doctors.clone(),
         ephemeral.clone(),
+        disclosure.clone(),
     )
     .await?;
     let state = web::Data::new(AppState {
@@ -107,6 +117,7 @@ async fn prepare_oidc(
     database: &Arc<idp_store::Database>,
     ephemeral: Arc<dyn EphemeralStore>,
     doctors: Arc<dyn DoctorDirectory>,
+    disclosure: Arc<DisclosureEngine>,
 ) -> Result<OidcState, StartError> {
     let config = &runtime.config.oidc;
     let now = time::OffsetDateTime::now_utc();
@@ -142,6 +153,7 @@ async fn prepare_oidc(
     let stores = ProviderStores {
         clients,
         consents: database.clone(),
+        settings: database.clone(),
         refresh: database.clone(),
         doctors,
         ephemeral,
@@ -152,13 +164,7 @@ async fn prepare_oidc(
         format!("{issuer}/token"),
         format!("{login_url}/token"),
     ];
-    let provider = Provider::new(
-        settings,
-        stores,
-        ring.keys,
-        Arc::new(ConsentOnly),
-        audiences,
-    );
+    let provider = Provider::new(settings, stores, ring.keys, disclosure, audiences);
     let discovery = crate::oidc::discovery_document(&issuer, &login_url, &config.signing_algs)
         .map_err(StartError::Keys)?;
     let rp_cas = Arc::new(tls::RpClientCas::new(&runtime.mtls_client_cas)?);

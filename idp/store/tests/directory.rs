@@ -68,11 +68,7 @@ async fn suite(db: Database, raw: Option<RawSql<'_>>) {
     // Migrations: applied once, then a no-op.
     assert_eq!(
         db.migrate().await.expect("first migrate"),
-        vec![
-            "2026-11-24-000001_doctors".to_owned(),
-            "2026-11-24-000002_oidc".to_owned(),
-            "2026-11-24-000003_saml".to_owned()
-        ]
+        common::MIGRATIONS
     );
     assert_eq!(
         db.migrate().await.expect("second migrate"),

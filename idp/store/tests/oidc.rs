@@ -9,7 +9,7 @@ use std::sync::Arc;
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Nullable};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use idp_core::doctor::{DoctorId, DoctorProfile};
 use idp_core::oidc::client::{ClientRegistration, SigningAlg, TokenEndpointAuthMethod};
 use idp_core::store::{
@@ -138,6 +138,7 @@ fn consent(doctor: &DoctorId, client_id: &str, scopes: &[&str], at: OffsetDateTi
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         claims: vec!["family_name".into(), "given_name".into()],
         granted_at: at,
+        policy_version: Some("sha256:0123456789abcdef".into()),
     }
 }
 
@@ -179,14 +180,7 @@ async fn rotate(
 
 /// Every contract, on a fresh (unmigrated) database.
 async fn suite(db: Database, raw: Option<&Raw>) {
-    assert_eq!(
-        db.migrate().await.expect("migrate"),
-        vec![
-            "2026-11-24-000001_doctors".to_owned(),
-            "2026-11-24-000002_oidc".to_owned(),
-            "2026-11-24-000003_saml".to_owned()
-        ]
-    );
+    assert_eq!(db.migrate().await.expect("migrate"), common::MIGRATIONS);
     let taro = doctor(&db, "JPHPKI-00000001").await;
     let hanako = doctor(&db, "JPHPKI-00000002").await;
     clients(&db, &taro, raw).await;
@@ -347,6 +341,7 @@ async fn consents(db: &Database, taro: &DoctorId, hanako: &DoctorId) {
     let empty = Consent {
         scopes: vec![],
         claims: vec![],
+        policy_version: None,
         ..consent(taro, "Z-karte", &[], T0)
     };
     db.put_consent(&empty).await.expect("put_consent");
@@ -809,26 +804,6 @@ async fn postgres_concurrent_rotation() {
     concurrent_rotation(db, &raw, 50, 8).await;
 }
 
-/// The OIDC migration reverts (down.sql, after the SAML one above it) and applies again,
-/// leaving the doctors alone.
-fn revert_and_reapply<C>(conn: &mut C, migrations: fn() -> EmbeddedMigrations)
-where
-    C: MigrationHarness<C::Backend> + Connection,
-{
-    let saml = conn
-        .revert_last_migration(migrations())
-        .expect("revert the SAML migration");
-    assert_eq!(saml.to_string(), "20261124000003");
-    let reverted = conn
-        .revert_last_migration(migrations())
-        .expect("revert the OIDC migration");
-    assert_eq!(reverted.to_string(), "20261124000002");
-    let reapplied = conn
-        .run_pending_migrations(migrations())
-        .expect("apply them again");
-    assert_eq!(reapplied.len(), 2);
-}
-
 #[tokio::test]
 async fn sqlite_file_migration_reverts() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -842,7 +817,7 @@ async fn sqlite_file_migration_reverts() {
         .await
         .expect("insert_refresh");
     let mut conn = SqliteConnection::establish(path.to_str().expect("UTF-8")).expect("raw");
-    revert_and_reapply(&mut conn, || SQLITE_MIGRATIONS);
+    common::revert_through_and_reapply(&mut conn, || SQLITE_MIGRATIONS, "20261124000002");
     assert_eq!(live(&db, "t", T0).await, None);
     assert!(db.find(&taro).await.expect("find").is_some());
 }
@@ -860,7 +835,7 @@ async fn postgres_migration_reverts() {
         .await
         .expect("insert_refresh");
     let mut conn = PgConnection::establish(scratch.url()).expect("raw");
-    revert_and_reapply(&mut conn, || POSTGRES_MIGRATIONS);
+    common::revert_through_and_reapply(&mut conn, || POSTGRES_MIGRATIONS, "20261124000002");
     assert_eq!(live(&db, "t", T0).await, None);
     assert!(db.find(&taro).await.expect("find").is_some());
 }

@@ -7,7 +7,7 @@ mod common;
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Nullable};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use idp_core::doctor::{DoctorId, DoctorProfile};
 use idp_core::store::{Consent, ConsentStore, DoctorDirectory, SpRecord, SpStore, StoreError};
 use idp_store::Database;
@@ -125,6 +125,7 @@ fn consent(doctor: &DoctorId, client_id: &str) -> Consent {
         scopes: vec!["openid".into()],
         claims: vec!["family_name".into(), "given_name".into()],
         granted_at: T0,
+        policy_version: None,
     }
 }
 
@@ -139,14 +140,7 @@ async fn listed(db: &Database) -> Vec<String> {
 
 /// The whole contract, on a fresh (unmigrated) database.
 async fn suite(db: Database, raw: Option<&Raw>) {
-    assert_eq!(
-        db.migrate().await.expect("migrate"),
-        vec![
-            "2026-11-24-000001_doctors".to_owned(),
-            "2026-11-24-000002_oidc".to_owned(),
-            "2026-11-24-000003_saml".to_owned(),
-        ]
-    );
+    assert_eq!(db.migrate().await.expect("migrate"), common::MIGRATIONS);
     let taro = doctor(&db, "JPHPKI-00000001").await;
     let hanako = doctor(&db, "JPHPKI-00000002").await;
     put_get_list(&db, raw).await;
@@ -376,22 +370,6 @@ async fn postgres_corrupt_rows() {
     corrupt_rows(db, &raw).await;
 }
 
-/// The SAML migration reverts (down.sql) and applies again, leaving the OIDC state (a
-/// consent) and the doctors alone.
-fn revert_and_reapply<C>(conn: &mut C, migrations: fn() -> EmbeddedMigrations)
-where
-    C: MigrationHarness<C::Backend> + Connection,
-{
-    let reverted = conn
-        .revert_last_migration(migrations())
-        .expect("revert the SAML migration");
-    assert_eq!(reverted.to_string(), "20261124000003");
-    let reapplied = conn
-        .run_pending_migrations(migrations())
-        .expect("apply it again");
-    assert_eq!(reapplied.len(), 1);
-}
-
 async fn before_revert(db: &Database) -> DoctorId {
     db.migrate().await.expect("migrate");
     let taro = doctor(db, "JPHPKI-00000001").await;
@@ -419,7 +397,7 @@ async fn sqlite_file_migration_reverts() {
         .expect("connect");
     let taro = before_revert(&db).await;
     let mut conn = SqliteConnection::establish(path.to_str().expect("UTF-8")).expect("raw");
-    revert_and_reapply(&mut conn, || SQLITE_MIGRATIONS);
+    common::revert_through_and_reapply(&mut conn, || SQLITE_MIGRATIONS, "20261124000003");
     after_revert(&db, &taro).await;
 }
 
@@ -432,6 +410,6 @@ async fn postgres_migration_reverts() {
     let db = Database::connect(scratch.url()).await.expect("connect");
     let taro = before_revert(&db).await;
     let mut conn = PgConnection::establish(scratch.url()).expect("raw");
-    revert_and_reapply(&mut conn, || POSTGRES_MIGRATIONS);
+    common::revert_through_and_reapply(&mut conn, || POSTGRES_MIGRATIONS, "20261124000003");
     after_revert(&db, &taro).await;
 }

@@ -70,6 +70,10 @@ pub struct ClientRegistration {
     pub sector: String,
     /// Skip the consent page (first-party modules).
     pub pre_approved: bool,
+    /// The kind of organisation, for the disclosure policy and the doctors' settings
+    /// (default: third party, to whom the least is released).
+    #[serde(default)]
+    pub audience: crate::disclosure::Audience,
     /// Public keys of a `private_key_jwt` client (a JWKS document).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<jsonwebtoken::jwk::JwkSet>,
@@ -108,6 +112,7 @@ impl ClientRegistration {
             subject_type: SubjectType::Pairwise,
             sector: String::new(),
             pre_approved: false,
+            audience: crate::disclosure::Audience::ThirdParty,
             jwks: None,
             tls_client_auth_subject_dn: None,
             tls_client_certificate_sha256: None,
@@ -239,6 +244,7 @@ mod tests {
             subject_type: SubjectType::Pairwise,
             sector: "rp.example".into(),
             pre_approved: false,
+            audience: crate::disclosure::Audience::RegionalNetwork,
             jwks: None,
             tls_client_auth_subject_dn: None,
             tls_client_certificate_sha256: None,

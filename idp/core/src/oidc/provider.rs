@@ -18,7 +18,8 @@ use super::client_auth::{ClientAuthenticator, ClientCertificate, Presented};
 use super::grant::{AccessGrant, Authorization, CodeGrant, GrantPolicy, Grants, Issued, at_hash};
 use super::keys::KeySet;
 use super::release::{
-    ReleasePolicy, ReleaseRequest, RelyingParty, Verification, released_values, requested_claims,
+    ReleaseDecision, ReleasePolicy, RelyingParty, Verification, decide_at_login, released_values,
+    requested_claims,
 };
 use super::subject::subject_for;
 use super::{ErrorCode, OAuthError};
@@ -26,8 +27,8 @@ use crate::doctor::DoctorId;
 use crate::secret::Secret;
 use crate::session::Session;
 use crate::store::{
-    ClientStore, Consent, ConsentStore, DoctorDirectory, EphemeralStore, RefreshTokenStore,
-    StoreError, keep_json, take_json,
+    ClientStore, Consent, ConsentStore, DisclosureSettingsStore, DoctorDirectory, EphemeralStore,
+    RefreshTokenStore, StoreError, keep_json, take_json,
 };
 
 /// `events` member of a logout token (OIDC Back-Channel Logout 1.0 §2.4).
@@ -53,6 +54,7 @@ pub struct ProviderSettings {
 pub struct ProviderStores {
     pub clients: Arc<dyn ClientStore>,
     pub consents: Arc<dyn ConsentStore>,
+    pub settings: Arc<dyn DisclosureSettingsStore>,
     pub refresh: Arc<dyn RefreshTokenStore>,
     pub doctors: Arc<dyn DoctorDirectory>,
     pub ephemeral: Arc<dyn EphemeralStore>,
@@ -336,16 +338,18 @@ impl Provider {
             Err(_) => return AuthorizeStep::Unavailable,
         };
         let requested = requested_claims(&client, &p.request.scopes, p.request.claims.as_ref());
+        // The doctor consented to what the page showed: what would be released with
+        // consent, under the policy version in force.
+        let Ok(shown) = self
+            .release_decision(&client, &requested, session, None)
+            .await
+        else {
+            return AuthorizeStep::Unavailable;
+        };
         let mut scopes = p.request.scopes.clone();
         scopes.sort();
         scopes.dedup();
-        let consent = Consent {
-            doctor_id: session.doctor_id.clone(),
-            client_id: client.client_id.clone(),
-            scopes,
-            claims: requested.iter().cloned().collect(),
-            granted_at: now,
-        };
+        let consent = Consent::given(session, &client.client_id, scopes, shown, now);
         if self.stores.consents.put_consent(&consent).await.is_err() {
             return AuthorizeStep::Unavailable;
         }
@@ -439,11 +443,12 @@ impl Provider {
                 Err(_) => return AuthorizeStep::Unavailable,
             }
         };
-        let decision = self.release.decide(&ReleaseRequest {
-            relying_party: RelyingParty::client(&client),
-            requested: &requested,
-            consent: consent.as_ref(),
-        });
+        let Ok(decision) = self
+            .release_decision(&client, &requested, session, consent.as_ref())
+            .await
+        else {
+            return AuthorizeStep::Unavailable;
+        };
         let scopes_consented = client.pre_approved
             || consent.as_ref().is_some_and(|c| {
                 request
@@ -453,12 +458,12 @@ impl Provider {
             });
         let must_ask = !client.pre_approved
             && !consent_answered
-            && (request.prompt.consent || !decision.withheld.is_empty() || !scopes_consented);
+            && (request.prompt.consent || !decision.askable().is_empty() || !scopes_consented);
         if must_ask {
             if request.prompt.none {
                 return fail(ErrorCode::ConsentRequired, "the doctor has not consented");
             }
-            let claims = requested.iter().cloned().collect();
+            let claims = decision.consentable();
             let prompt_locales = request.ui_locales.clone();
             let (client_name, client_id) = (client.name.clone(), client.client_id.clone());
             let pending = Pending {
@@ -494,6 +499,25 @@ impl Provider {
         }
         params.push(("iss", &self.settings.issuer));
         AuthorizeStep::Redirect(redirect_with(&request.redirect_uri, &params))
+    }
+
+    /// The release decision for `client` at this login.
+    async fn release_decision(
+        &self,
+        client: &ClientRegistration,
+        requested: &BTreeSet<String>,
+        session: &Session,
+        consent: Option<&Consent>,
+    ) -> Result<ReleaseDecision, StoreError> {
+        decide_at_login(
+            self.release.as_ref(),
+            self.stores.settings.as_ref(),
+            RelyingParty::client(client),
+            requested,
+            session,
+            consent,
+        )
+        .await
     }
 
     /// Remembers that `client_id` received tokens in the session `sid` (back-channel logout).

@@ -1,7 +1,8 @@
 //! The release decision: which claims a relying party receives.
 //!
-//! Until the disclosure engine lands, released = requested ∩ consented. Handlers only see
-//! [`ReleasePolicy`]; the disclosure engine replaces [`ConsentOnly`] without touching them.
+//! Handlers only see [`ReleasePolicy`]; the implementation is
+//! [`crate::disclosure::DisclosureEngine`] (requested ∩ policy ∩ doctor's settings ∩
+//! consent).
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -12,9 +13,11 @@ use time::OffsetDateTime;
 
 use super::claims::claims_for_scopes;
 use super::client::ClientRegistration;
+use crate::disclosure::{Audience, DisclosureSettings, Item};
 use crate::doctor::DoctorProfile;
 use crate::session::CardSummary;
-use crate::store::Consent;
+use crate::session::Session;
+use crate::store::{Consent, DisclosureSettingsStore, StoreError};
 
 /// The claims (base names, without language tags) each scope stands for.
 pub const SCOPE_CLAIMS: &[(&str, &[&str])] = &[
@@ -106,16 +109,45 @@ pub fn requested_claims(
 }
 
 /// Why a requested claim was not released.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Withheld {
+    /// Forbidden by these administrators' policies (`@id`s).
+    PolicyForbids(Vec<String>),
+    /// No administrators' policy permits it for this relying party.
+    NotPermitted,
+    /// A policy failed to evaluate (withheld: fail closed).
+    PolicyError(String),
+    /// Not a claim of the vocabulary.
+    UnknownClaim,
+    /// The doctor's own disclosure setting withholds this item for this audience.
+    DoctorSetting(Item),
     /// The doctor has not consented to it for this relying party.
     NoConsent,
 }
 
 impl Withheld {
-    pub fn as_str(self) -> &'static str {
+    /// A short code (logs, audit records, `idp explain`).
+    pub fn as_str(&self) -> &'static str {
         match self {
+            Self::PolicyForbids(_) => "policy_forbids",
+            Self::NotPermitted => "not_permitted",
+            Self::PolicyError(_) => "policy_error",
+            Self::UnknownClaim => "unknown_claim",
+            Self::DoctorSetting(_) => "doctor_setting",
             Self::NoConsent => "no_consent",
+        }
+    }
+}
+
+impl std::fmt::Display for Withheld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PolicyForbids(ids) => write!(f, "withheld: policy forbid {}", ids.join(", ")),
+            Self::NotPermitted => f.write_str("withheld: no policy permits it"),
+            Self::PolicyError(e) => write!(f, "withheld: a policy failed to evaluate ({e})"),
+            Self::UnknownClaim => f.write_str("withheld: not a claim of the vocabulary"),
+            Self::DoctorSetting(item) => write!(f, "withheld: doctor setting ({item})"),
+            Self::NoConsent => f.write_str("withheld: not consented"),
         }
     }
 }
@@ -127,6 +159,15 @@ pub enum Protocol {
     Saml,
 }
 
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oidc => "oidc",
+            Self::Saml => "saml",
+        }
+    }
+}
+
 /// The relying party a release is for: an OIDC client or a SAML service provider.
 #[derive(Clone, Copy, Debug)]
 pub struct RelyingParty<'a> {
@@ -135,6 +176,8 @@ pub struct RelyingParty<'a> {
     pub protocol: Protocol,
     /// The organisation agreed on the doctors' behalf: no consent needed.
     pub pre_approved: bool,
+    /// The kind of organisation (the policy's and the doctor's settings' unit).
+    pub audience: Audience,
 }
 
 impl<'a> RelyingParty<'a> {
@@ -143,16 +186,23 @@ impl<'a> RelyingParty<'a> {
             id: &client.client_id,
             protocol: Protocol::Oidc,
             pre_approved: client.pre_approved,
+            audience: client.audience,
         }
     }
 }
 
-/// What a relying party is asking for, with what the doctor has consented to.
+/// What a relying party is asking for, with what is known of the doctor and the login.
 #[derive(Debug)]
 pub struct ReleaseRequest<'a> {
     pub relying_party: RelyingParty<'a>,
     pub requested: &'a BTreeSet<String>,
     pub consent: Option<&'a Consent>,
+    /// The doctor's disclosure settings.
+    pub settings: &'a DisclosureSettings,
+    /// The login's `acr`.
+    pub acr: &'a str,
+    /// The purpose the relying party stated ("" when none).
+    pub purpose: &'a str,
 }
 
 /// The decision: released claim names, and each withheld one with its reason.
@@ -160,6 +210,28 @@ pub struct ReleaseRequest<'a> {
 pub struct ReleaseDecision {
     pub released: BTreeSet<String>,
     pub withheld: Vec<(String, Withheld)>,
+    /// The version of the policy that decided.
+    pub policy_version: String,
+}
+
+impl ReleaseDecision {
+    /// The claims withheld only because the doctor has not consented: what the consent
+    /// page asks for.
+    pub fn askable(&self) -> BTreeSet<String> {
+        self.withheld
+            .iter()
+            .filter(|(_, why)| *why == Withheld::NoConsent)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// What the relying party receives once the doctor consents: the consent page's
+    /// list and the consent's claim set (sorted).
+    pub fn consentable(&self) -> Vec<String> {
+        let mut out: BTreeSet<String> = self.released.clone();
+        out.extend(self.askable());
+        out.into_iter().collect()
+    }
 }
 
 /// Decides releases.
@@ -167,26 +239,45 @@ pub trait ReleasePolicy: Send + Sync + Debug {
     fn decide(&self, request: &ReleaseRequest<'_>) -> ReleaseDecision;
 }
 
-/// released = requested ∩ consented; a pre-approved relying party has consent for everything it
-/// may ask for.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ConsentOnly;
+/// The release decision for `relying_party` at a login (OIDC and SAML alike): the
+/// doctor's settings are read, the login's `acr` is the session's.
+pub async fn decide_at_login(
+    policy: &dyn ReleasePolicy,
+    settings: &dyn DisclosureSettingsStore,
+    relying_party: RelyingParty<'_>,
+    requested: &BTreeSet<String>,
+    session: &Session,
+    consent: Option<&Consent>,
+) -> Result<ReleaseDecision, StoreError> {
+    let settings = settings.settings_of(&session.doctor_id).await?;
+    Ok(policy.decide(&ReleaseRequest {
+        relying_party,
+        requested,
+        consent,
+        settings: &settings,
+        acr: &session.acr,
+        purpose: "",
+    }))
+}
 
-impl ReleasePolicy for ConsentOnly {
-    fn decide(&self, request: &ReleaseRequest<'_>) -> ReleaseDecision {
-        let mut decision = ReleaseDecision::default();
-        for name in request.requested {
-            let consented = request.relying_party.pre_approved
-                || request
-                    .consent
-                    .is_some_and(|c| c.claims.iter().any(|x| x == name));
-            if consented {
-                decision.released.insert(name.clone());
-            } else {
-                decision.withheld.push((name.clone(), Withheld::NoConsent));
-            }
+impl Consent {
+    /// The consent a doctor gives on the consent page: to what `shown` (a decision
+    /// without consent) would release, under its policy version.
+    pub fn given(
+        session: &Session,
+        relying_party_id: &str,
+        scopes: Vec<String>,
+        shown: ReleaseDecision,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            doctor_id: session.doctor_id.clone(),
+            client_id: relying_party_id.to_owned(),
+            scopes,
+            claims: shown.consentable(),
+            granted_at: now,
+            policy_version: Some(shown.policy_version),
         }
-        decision
     }
 }
 
@@ -264,7 +355,6 @@ fn verified_claims(profile: &DoctorProfile, v: Verification<'_>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doctor::DoctorId;
     use crate::oidc::client::TokenEndpointAuthMethod;
 
     fn client(pre_approved: bool) -> ClientRegistration {
@@ -288,32 +378,5 @@ mod tests {
         // verified_claims only by name.
         let by_scope = requested_claims(&client(false), &["hpki".into()], None);
         assert!(!by_scope.contains("verified_claims"));
-    }
-
-    #[test]
-    fn release_is_requested_and_consented() {
-        let requested: BTreeSet<String> = ["name", "hpki_role"].map(String::from).into();
-        let consent = Consent {
-            doctor_id: DoctorId::from_stored("d".into()),
-            client_id: "rp".into(),
-            scopes: vec![],
-            claims: vec!["hpki_role".into()],
-            granted_at: OffsetDateTime::UNIX_EPOCH,
-        };
-        let c = client(false);
-        let d = ConsentOnly.decide(&ReleaseRequest {
-            relying_party: RelyingParty::client(&c),
-            requested: &requested,
-            consent: Some(&consent),
-        });
-        assert_eq!(d.released, ["hpki_role".to_owned()].into());
-        assert_eq!(d.withheld, vec![("name".to_owned(), Withheld::NoConsent)]);
-        let pre = client(true);
-        let d = ConsentOnly.decide(&ReleaseRequest {
-            relying_party: RelyingParty::client(&pre),
-            requested: &requested,
-            consent: None,
-        });
-        assert_eq!(d.released, requested);
     }
 }

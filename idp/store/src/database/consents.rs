@@ -20,6 +20,7 @@ struct ConsentRow {
     scopes: String,
     claims: String,
     granted_at: i64,
+    policy_version: Option<String>,
 }
 
 impl ConsentRow {
@@ -34,6 +35,7 @@ impl ConsentRow {
             scopes: json(&consent.scopes)?,
             claims: json(&consent.claims)?,
             granted_at: consent.granted_at.unix_timestamp(),
+            policy_version: consent.policy_version.clone(),
         })
     }
 
@@ -62,6 +64,7 @@ impl ConsentRow {
             scopes,
             claims,
             granted_at,
+            policy_version: self.policy_version,
         })
     }
 }
@@ -99,6 +102,7 @@ impl ConsentStore for Database {
                     consents::scopes.eq(&row.scopes),
                     consents::claims.eq(&row.claims),
                     consents::granted_at.eq(row.granted_at),
+                    consents::policy_version.eq(&row.policy_version),
                 ))
                 .execute(conn)
                 .map_err(db_error)?;

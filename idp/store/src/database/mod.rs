@@ -2,6 +2,7 @@
 
 mod clients;
 mod consents;
+mod disclosure;
 mod doctors;
 mod keys;
 mod refresh;

@@ -57,6 +57,17 @@ diesel::table! {
         scopes -> Text,
         claims -> Text,
         granted_at -> BigInt,
+        policy_version -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    disclosure_settings (doctor_id, item, audience) {
+        doctor_id -> Text,
+        item -> Text,
+        audience -> Text,
+        allowed -> Bool,
+        updated_at -> BigInt,
     }
 }
 

@@ -130,3 +130,37 @@ fn database_is_replaced_in_urls() {
     assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
     assert_eq!(with_database("postgres://h?a=b", "x"), "postgres://h/x?a=b");
 }
+
+/// Reverts the migrations newer than `version` and `version` itself (down.sql, newest
+/// first), then applies them all again: each migration's down.sql must undo it.
+pub fn revert_through_and_reapply<C>(
+    conn: &mut C,
+    migrations: fn() -> diesel_migrations::EmbeddedMigrations,
+    version: &str,
+) where
+    C: diesel_migrations::MigrationHarness<C::Backend> + Connection,
+{
+    let mut reverted = 0;
+    loop {
+        let last = conn
+            .revert_last_migration(migrations())
+            .expect("revert a migration");
+        reverted += 1;
+        if last.to_string() == version {
+            break;
+        }
+        assert!(reverted < 100, "{version} is not a migration");
+    }
+    let reapplied = conn
+        .run_pending_migrations(migrations())
+        .expect("apply them again");
+    assert_eq!(reapplied.len(), reverted);
+}
+
+/// Every migration, in order: what `Database::migrate` applies to a fresh database.
+pub const MIGRATIONS: &[&str] = &[
+    "2026-11-24-000001_doctors",
+    "2026-11-24-000002_oidc",
+    "2026-11-24-000003_saml",
+    "2026-11-25-000004_disclosure",
+];

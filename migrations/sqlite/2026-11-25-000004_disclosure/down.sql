@@ -1,0 +1,2 @@
+DROP TABLE disclosure_settings;
+ALTER TABLE consents DROP COLUMN policy_version;
