@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod crl;
 pub mod demo;
+pub mod disclosure;
 pub mod oidc;
 pub mod pages;
 pub mod saml;

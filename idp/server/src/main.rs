@@ -2,8 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use idp_core::disclosure::{DisclosureEngine, DisclosurePolicy};
 use idp_core::store::{ClientStore, DoctorDirectory, SpStore};
 use idp_server::config::Config;
 use idp_server::demo::{self, DemoOptions};
@@ -82,6 +84,37 @@ enum Command {
     Sp {
         #[command(subcommand)]
         command: SpCommand,
+    },
+    /// The disclosure policy (Cedar).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Why a relying party receives, or not, each claim of a doctor at a card login now.
+    Explain {
+        #[arg(long, short, env = "IDP_CONFIG", default_value = "idp.toml")]
+        config: PathBuf,
+        /// The OIDC client ID or the SAML SP's entity ID.
+        #[arg(long)]
+        client: String,
+        /// The doctor's ID or HPKI holder ID.
+        #[arg(long)]
+        doctor: String,
+        /// Print the JSON of the admin API instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Load and validate a policies folder (schema.cedarschema and *.cedar): the folder
+    /// given, or the configuration's [disclosure] policies, or the compiled-in defaults.
+    Check {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, short, env = "IDP_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -428,6 +461,65 @@ async fn run(command: Command) -> Result<(), String> {
                 }
             }
         },
+        Command::Policy {
+            command: PolicyCommand::Check { dir, config },
+        } => {
+            let (policy, source) = match (dir, config) {
+                (Some(dir), _) => (
+                    Arc::new(DisclosurePolicy::load(&dir).map_err(|e| e.to_string())?),
+                    dir.display().to_string(),
+                ),
+                (None, Some(config)) => {
+                    let runtime = load(&config)?;
+                    let (dir, policy) = &runtime.disclosure;
+                    let source = dir.as_ref().map_or("compiled-in defaults".to_owned(), |d| {
+                        d.display().to_string()
+                    });
+                    (policy.clone(), source)
+                }
+                (None, None) => (
+                    Arc::new(DisclosurePolicy::builtin().map_err(|e| e.to_string())?),
+                    "compiled-in defaults".to_owned(),
+                ),
+            };
+            print!(
+                "{}",
+                idp_server::disclosure::policy_summary(&policy, &source)
+            );
+            Ok(())
+        }
+        Command::Explain {
+            config,
+            client,
+            doctor,
+            json,
+        } => {
+            let runtime = load(&config)?;
+            let db = database(&config).await?;
+            let engine = DisclosureEngine::new(runtime.disclosure.1.clone());
+            let explanation = idp_server::disclosure::explain(
+                &engine,
+                idp_server::disclosure::ExplainStores {
+                    doctors: &db,
+                    clients: &db,
+                    sps: &db,
+                    consents: &db,
+                    settings: &db,
+                },
+                &client,
+                &doctor,
+                OffsetDateTime::now_utc(),
+            )
+            .await?;
+            if json {
+                println!("{explanation:#}");
+            } else {
+                for line in idp_server::disclosure::explanation_lines(&explanation) {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
         Command::Doctors { command } => match command {
             DoctorsCommand::Import { config, file } => {
                 let db = database(&config).await?;

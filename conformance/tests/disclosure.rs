@@ -1,0 +1,250 @@
+//! End to end: the disclosure decision against the real `idp` binary. A regional-network
+//! client and a third-party client asking for the same claims receive different ones; a
+//! doctor who turns an item off stops releasing it at the next login; `idp explain` says
+//! why; `idp policy check` refuses a bad policy and a server does not start with one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::process::Command;
+
+use hpki_rp_kit::{AuthParams, CallbackParams, ClientAuth, HttpClient, OidcClient};
+use idp_core::disclosure::{Audience, Item, Setting};
+use idp_core::store::{DisclosureSettingsStore, DoctorDirectory};
+use openidconnect::{ClientId, ClientSecret, IssuerUrl, RedirectUrl};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use harness::{Browser, Leg, Pki, Server, ServerOptions, browse, idp_bin, pki, start};
+
+const REDIRECT: &str = "https://rp.example/cb";
+const SECRET: &str = "disclosure-rp-secret-0123456789";
+const SCOPES: &[&str] = &["profile", "hpki", "email", "doctor_registration"];
+
+fn client_toml(id: &str, audience: &str) -> String {
+    format!(
+        r#"
+[[oidc.clients]]
+client_id = "{id}"
+name = "{id}"
+secret_sha256 = "{secret}"
+auth_method = "client_secret_basic"
+redirect_uris = ["{REDIRECT}"]
+scopes = ["openid", "profile", "hpki", "email", "doctor_registration"]
+pre_approved = true
+audience = "{audience}"
+"#,
+        secret = hex::encode(Sha256::digest(SECRET.as_bytes()))
+    )
+}
+
+async fn kit(server: &Server, pki: &Pki, client_id: &str) -> OidcClient {
+    let root = std::fs::read(pki.path(&pki.manifest.server.ca)).unwrap();
+    let http = HttpClient::builder()
+        .extra_root_pem(&root)
+        .unwrap()
+        .build()
+        .unwrap();
+    OidcClient::discover(
+        IssuerUrl::new(server.public("")).unwrap(),
+        ClientId::new(client_id.into()),
+        ClientAuth::SecretBasic(ClientSecret::new(SECRET.into())),
+        RedirectUrl::new(REDIRECT.into()).unwrap(),
+        http,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("discovery failed: {e}\n{}", server.log()))
+}
+
+/// A card login for `client_id` asking for [`SCOPES`]: the userinfo claims.
+async fn released(server: &Server, pki: &Pki, client_id: &str) -> Value {
+    let kit = kit(server, pki, client_id).await;
+    let mut browser = Browser::new(pki);
+    let (url, pending) = kit.begin(SCOPES, &AuthParams::hpki_card());
+    let query = match browse(
+        server,
+        pki,
+        &mut browser,
+        url.as_str(),
+        "doctor",
+        true,
+        REDIRECT,
+    )
+    .await
+    {
+        Leg::Callback(query) => query,
+        Leg::Page(status, reason) => panic!("stopped at {status} {reason:?}\n{}", server.log()),
+    };
+    let login = kit
+        .finish(pending, &CallbackParams::from_query(&query).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    Value::Object(
+        kit.userinfo(&login.access_token, &login.subject)
+            .await
+            .unwrap()
+            .claims,
+    )
+}
+
+fn holder_id(pki: &Pki) -> String {
+    pki.manifest
+        .card("doctor")
+        .unwrap()
+        .holder_id
+        .clone()
+        .unwrap()
+}
+
+/// Runs `idp`: success, then stdout followed by stderr.
+fn idp(args: &[&str]) -> (bool, String) {
+    let (ok, stdout, stderr) = idp_split(args);
+    (ok, format!("{stdout}{stderr}"))
+}
+
+fn idp_split(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(idp_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_next_login() {
+    let pki = pki();
+    let server = start(
+        pki,
+        ServerOptions {
+            oidc_extra: format!(
+                "{}{}",
+                client_toml("regional", "regional_network"),
+                client_toml("third", "third_party")
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let regional = released(&server, pki, "regional").await;
+    let third = released(&server, pki, "third").await;
+    for claim in ["name", "hpki_role"] {
+        assert!(
+            regional.get(claim).is_some(),
+            "regional: {claim}: {regional}"
+        );
+        assert!(third.get(claim).is_some(), "third party: {claim}: {third}");
+    }
+    for claim in ["email", "doctor_registration_number"] {
+        assert!(
+            regional.get(claim).is_some(),
+            "regional: {claim}: {regional}"
+        );
+        assert!(third.get(claim).is_none(), "third party: {claim}: {third}");
+    }
+
+    // `idp explain` names the policy that withholds and the one that permits.
+    let config = server.config.to_str().unwrap();
+    let holder = holder_id(pki);
+    let (ok, text) = idp(&[
+        "explain", "-c", config, "--client", "third", "--doctor", &holder,
+    ]);
+    assert!(ok, "{text}");
+    let line = |claim: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{claim} ")))
+            .unwrap_or_else(|| panic!("no line for {claim}: {text}"))
+            .to_owned()
+    };
+    assert!(
+        line("doctor_registration_number").contains("policy forbid third-party-no-registration"),
+        "{text}"
+    );
+    assert!(line("email").contains("no policy permits it"), "{text}");
+    assert!(
+        line("hpki_role").contains("permitted by third-party"),
+        "{text}"
+    );
+
+    // The doctor withholds email from regional networks: the next login has none.
+    let db = idp_store::Database::connect(&format!(
+        "sqlite://{}",
+        server.dir.path().join("idp.db").display()
+    ))
+    .await
+    .unwrap();
+    let doctor = db.find_by_holder(&holder).await.unwrap().unwrap();
+    db.put_settings(
+        &doctor.id,
+        &[Setting {
+            item: Item::Email,
+            audience: Audience::RegionalNetwork,
+            allowed: false,
+        }],
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    let after = released(&server, pki, "regional").await;
+    assert!(after.get("email").is_none(), "{after}");
+    assert!(after.get("doctor_registration_number").is_some(), "{after}");
+    let (_, text, _) = idp_split(&[
+        "explain", "-c", config, "--client", "regional", "--doctor", &holder, "--json",
+    ]);
+    let json: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+    let email = json["claims"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["claim"] == "email")
+        .unwrap();
+    assert_eq!(email["reason"], "doctor_setting", "{json:#}");
+
+    // A configuration naming a policies folder that does not validate does not load.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        harness::workspace().join("policies/schema.cedarschema"),
+        bad.path().join("schema.cedarschema"),
+    )
+    .unwrap();
+    std::fs::write(
+        bad.path().join("p.cedar"),
+        "@id(\"p\") permit (principal, action, resource) when { context.nope };",
+    )
+    .unwrap();
+    let copy = server.dir.path().join("bad-policies.toml");
+    let text = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(
+        &copy,
+        format!(
+            "{text}\n[disclosure]\npolicies = {:?}\n",
+            bad.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = idp(&["check-config", "-c", copy.to_str().unwrap()]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("disclosure.policies") && text.contains("nope"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_policy_is_refused_by_policy_check_and_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = harness::workspace().join("policies");
+    for name in ["schema.cedarschema", "release.cedar"] {
+        std::fs::copy(policies.join(name), dir.path().join(name)).unwrap();
+    }
+    let dir_arg = dir.path().to_str().unwrap();
+    let (ok, text) = idp(&["policy", "check", "--dir", dir_arg]);
+    assert!(ok && text.contains("3 permit, 2 forbid"), "{text}");
+    std::fs::write(
+        dir.path().join("zz.cedar"),
+        "@id(\"bad\") permit (principal, action, resource) when { principal.country == \"jp\" };",
+    )
+    .unwrap();
+    let (ok, text) = idp(&["policy", "check", "--dir", dir_arg]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("country"), "{text}");
+}

@@ -1,0 +1,245 @@
+//! Disclosure tooling: `idp policy check` and `idp explain` (and the admin API's explain
+//! call): what the policy is, and why a relying party does or does not receive each claim
+//! of a doctor.
+
+use std::collections::BTreeSet;
+
+use idp_core::disclosure::{
+    DisclosureEngine, DisclosurePolicy, Recipient, Verdict, group_of, item_of,
+};
+use idp_core::doctor::{Doctor, DoctorId};
+use idp_core::oidc::client::ClientRegistration;
+use idp_core::oidc::release::{
+    Protocol, ReleasePolicy, ReleaseRequest, RelyingParty, SCOPE_CLAIMS,
+};
+use idp_core::store::{
+    ClientStore, ConsentStore, DisclosureSettingsStore, DoctorDirectory, SpStore,
+};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+/// The summary `idp policy check` prints for a policy that loaded.
+pub fn policy_summary(policy: &DisclosurePolicy, source: &str) -> String {
+    let mut out = format!(
+        "policies OK ({source}): {} permit, {} forbid, version {}\n",
+        policy.count(true),
+        policy.count(false),
+        policy.version()
+    );
+    for (id, reason) in policy.reasons() {
+        out.push_str(&format!("  {id}: {reason}\n"));
+    }
+    out
+}
+
+/// The stores `explain` reads.
+#[derive(Clone, Copy)]
+pub struct ExplainStores<'a> {
+    pub doctors: &'a dyn DoctorDirectory,
+    pub clients: &'a dyn ClientStore,
+    pub sps: &'a dyn SpStore,
+    pub consents: &'a dyn ConsentStore,
+    pub settings: &'a dyn DisclosureSettingsStore,
+}
+
+impl std::fmt::Debug for ExplainStores<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExplainStores")
+    }
+}
+
+/// Every claim a client may ask for: those of its allowed scopes, `verified_claims`
+/// included when its scope is allowed.
+fn client_claims(client: &ClientRegistration) -> BTreeSet<String> {
+    SCOPE_CLAIMS
+        .iter()
+        .filter(|(scope, _)| client.allowed_scopes.iter().any(|s| s == scope))
+        .flat_map(|(_, names)| names.iter().map(|n| (*n).to_owned()))
+        .collect()
+}
+
+async fn find_doctor(doctors: &dyn DoctorDirectory, doctor: &str) -> Result<Doctor, String> {
+    if let Some(found) = doctors
+        .find(&DoctorId::from_stored(doctor.to_owned()))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(found);
+    }
+    doctors
+        .find_by_holder(doctor)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no doctor with the ID or HPKI holder ID {doctor:?}"))
+}
+
+/// Why `relying_party` (a client ID or an SP's entity ID) receives or does not receive
+/// each claim it may ask for of `doctor` (a doctor ID or HPKI holder ID), at a card login
+/// now: the JSON of the admin API, which `idp explain` prints as lines.
+pub async fn explain(
+    engine: &DisclosureEngine,
+    stores: ExplainStores<'_>,
+    relying_party: &str,
+    doctor: &str,
+    now: OffsetDateTime,
+) -> Result<Value, String> {
+    let doctor = find_doctor(stores.doctors, doctor).await?;
+    let client = stores
+        .clients
+        .client(relying_party)
+        .await
+        .map_err(|e| e.to_string())?;
+    let sp = match &client {
+        Some(_) => None,
+        None => stores
+            .sps
+            .sp(relying_party)
+            .await
+            .map_err(|e| e.to_string())?
+            .and_then(|record| idp_saml::idp::parse_record(&record, now)),
+    };
+    let (rp, requested) = match (&client, &sp) {
+        (Some(client), _) => (RelyingParty::client(client), client_claims(client)),
+        (None, Some(sp)) => (
+            RelyingParty {
+                id: &sp.entity_id,
+                protocol: Protocol::Saml,
+                pre_approved: sp.settings.pre_approved,
+                audience: sp.settings.audience,
+            },
+            sp.claims(),
+        ),
+        (None, None) => {
+            return Err(format!(
+                "no OIDC client or SAML SP {relying_party:?} (or its stored metadata is unusable)"
+            ));
+        }
+    };
+    let consent = stores
+        .consents
+        .consent(&doctor.id, rp.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let settings = stores
+        .settings
+        .settings_of(&doctor.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let acr = idp_vocabulary::authn::ACR_HPKI_CARD;
+    let decision = engine.decide(&ReleaseRequest {
+        relying_party: rp,
+        requested: &requested,
+        consent: consent.as_ref(),
+        settings: &settings,
+        acr,
+        purpose: "",
+    });
+    // The permitting policies of the released claims.
+    let policy = engine.policy();
+    let recipient = Recipient {
+        id: rp.id,
+        audience: rp.audience,
+        protocol: rp.protocol.as_str(),
+        pre_approved: rp.pre_approved,
+    };
+    let context = idp_core::disclosure::ClaimContext {
+        doctor_allows: true,
+        consented: true,
+        acr,
+        purpose: "",
+    };
+    let released: Vec<&String> = decision.released.iter().collect();
+    let permits = policy.decide(&recipient, released.iter().map(|n| (n.as_str(), context)));
+    let named = |ids: &[String]| -> Vec<Value> {
+        ids.iter()
+            .map(|id| json!({"id": id, "reason": policy.reason(id).unwrap_or_default()}))
+            .collect()
+    };
+    let mut claims = Vec::new();
+    for (name, verdict) in released.iter().zip(&permits) {
+        let by = match verdict {
+            Verdict::Permitted(ids) => named(ids),
+            _ => Vec::new(),
+        };
+        claims.push(json!({
+            "claim": name,
+            "group": group_of(name).map(|g| g.as_str()),
+            "item": item_of(name),
+            "released": true,
+            "reason": "released",
+            "detail": "released",
+            "policies": by,
+        }));
+    }
+    for (name, why) in &decision.withheld {
+        let by = match why {
+            idp_core::oidc::release::Withheld::PolicyForbids(ids) => named(ids),
+            _ => Vec::new(),
+        };
+        claims.push(json!({
+            "claim": name,
+            "group": group_of(name).map(|g| g.as_str()),
+            "item": item_of(name),
+            "released": false,
+            "reason": why.as_str(),
+            "detail": why.to_string(),
+            "policies": by,
+        }));
+    }
+    claims.sort_by(|a, b| a["claim"].as_str().cmp(&b["claim"].as_str()));
+    Ok(json!({
+        "relying_party": rp.id,
+        "protocol": rp.protocol.as_str(),
+        "audience": rp.audience,
+        "pre_approved": rp.pre_approved,
+        "doctor": doctor.id.as_str(),
+        "acr": acr,
+        "policy_version": decision.policy_version,
+        "consent": consent.map(|c| json!({
+            "claims": c.claims,
+            "policy_version": c.policy_version,
+            "granted_at": c.granted_at.unix_timestamp(),
+        })),
+        "claims": claims,
+    }))
+}
+
+/// `explain`'s JSON as the lines `idp explain` prints.
+pub fn explanation_lines(explanation: &Value) -> Vec<String> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let mut out = vec![format!(
+        "{} ({}, audience {}{}) for doctor {}; policy {}",
+        text(&explanation["relying_party"]),
+        text(&explanation["protocol"]),
+        text(&explanation["audience"]),
+        if explanation["pre_approved"].as_bool() == Some(true) {
+            ", pre-approved"
+        } else {
+            ""
+        },
+        text(&explanation["doctor"]),
+        text(&explanation["policy_version"]),
+    )];
+    for claim in explanation["claims"].as_array().into_iter().flatten() {
+        let policies: Vec<String> = claim["policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{} ({})", text(&p["id"]), text(&p["reason"])))
+            .collect();
+        let by = if policies.is_empty() {
+            String::new()
+        } else if claim["released"].as_bool() == Some(true) {
+            format!(": permitted by {}", policies.join(", "))
+        } else {
+            format!(": {}", policies.join(", "))
+        };
+        out.push(format!(
+            "  {:<28} {}{}",
+            text(&claim["claim"]),
+            text(&claim["detail"]),
+            by
+        ));
+    }
+    out
+}
