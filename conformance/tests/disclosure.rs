@@ -199,6 +199,46 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         .unwrap();
     assert_eq!(email["reason"], "doctor_setting", "{json:#}");
 
+    // Every release was recorded before its code existed: claim names, never values.
+    let (ok, text) = idp(&["audit", "verify", "-c", config]);
+    assert!(
+        ok && text.contains("audit chain intact: 3 record(s)"),
+        "{text}"
+    );
+    let (ok, export, _) = idp_split(&["audit", "export", "-c", config]);
+    assert!(ok, "{export}");
+    let records: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "{export}");
+    let third_release = records
+        .iter()
+        .find(|r| r["event"]["relying_party"] == "third")
+        .unwrap();
+    assert_eq!(third_release["event"]["kind"], "release");
+    let detail = &third_release["event"]["detail"];
+    assert!(
+        detail["claims"]
+            .as_array()
+            .unwrap()
+            .contains(&"hpki_role".into())
+    );
+    assert!(
+        !detail["claims"]
+            .as_array()
+            .unwrap()
+            .contains(&"email".into())
+    );
+    assert!(
+        detail["withheld"].as_array().unwrap().contains(
+            &serde_json::json!({"claim": "doctor_registration_number", "reason": "policy_forbids"})
+        ),
+        "{detail}"
+    );
+    let email = regional["email"].as_str().unwrap();
+    assert!(!export.contains(email), "no claim value in the audit log");
+
     // A configuration naming a policies folder that does not validate does not load.
     let bad = tempfile::tempdir().unwrap();
     std::fs::copy(

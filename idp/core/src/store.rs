@@ -11,7 +11,7 @@ use crate::disclosure::{DisclosureSettings, Setting};
 use crate::doctor::{Doctor, DoctorId, DoctorProfile};
 
 /// A storage failure. The message is for logs only: it never reaches the wire.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage unavailable: {0}")]
     Unavailable(String),

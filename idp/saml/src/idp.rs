@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
+use idp_core::audit::{AuditEvent, AuditLog};
 use idp_core::oidc::release::{
-    Protocol, ReleaseDecision, ReleasePolicy, RelyingParty, Verification, decide_at_login,
-    released_values,
+    Protocol, ReleaseDecision, ReleasePolicy, Verification, decide_at_login, released_values,
 };
 use idp_core::oidc::subject::{SubjectType, subject_for};
 use idp_core::secret::Secret;
@@ -62,6 +62,8 @@ pub struct IdpSettings {
 /// The stores the IdP works on.
 #[derive(Clone, Debug)]
 pub struct IdpStores {
+    /// Releases and consents are recorded here before the answer that depends on them.
+    pub audit: AuditLog,
     pub sps: Arc<dyn SpStore>,
     pub consents: Arc<dyn ConsentStore>,
     pub settings: Arc<dyn DisclosureSettingsStore>,
@@ -373,7 +375,14 @@ impl IdentityProvider {
             return SsoStep::Unavailable;
         };
         let consent = Consent::given(session, &sp.entity_id, Vec::new(), shown, now);
-        if self.stores.consents.put_consent(&consent).await.is_err() {
+        if self.stores.consents.put_consent(&consent).await.is_err()
+            || self
+                .stores
+                .audit
+                .record(AuditEvent::consent_given(&consent, Protocol::Saml))
+                .await
+                .is_err()
+        {
             return SsoStep::Unavailable;
         }
         self.decide(p.request, Some(&sp), p.created_at, Some(session), now, true)
@@ -493,12 +502,7 @@ impl IdentityProvider {
         decide_at_login(
             self.release.as_ref(),
             self.stores.settings.as_ref(),
-            RelyingParty {
-                id: &sp.entity_id,
-                protocol: Protocol::Saml,
-                pre_approved: sp.settings.pre_approved,
-                audience: sp.settings.audience,
-            },
+            sp.relying_party(),
             requested,
             session,
             consent,
@@ -622,6 +626,11 @@ impl IdentityProvider {
             &decision.released,
         );
         let attributes = attributes(&values);
+        // Nothing is released unrecorded: the record is durable before the Response exists.
+        let event = AuditEvent::release(session, &sp.relying_party(), &decision);
+        if self.stores.audit.record(event).await.is_err() {
+            return SsoStep::Unavailable;
+        }
         let name_id = self.name_id(sp, request.name_id_format, session);
         let format = request.name_id_format.uri();
         if self

@@ -264,6 +264,16 @@ fn to_time(t: chrono::DateTime<chrono::Utc>) -> Option<OffsetDateTime> {
 }
 
 impl ServiceProvider {
+    /// The SP as a relying party of the release decision.
+    pub fn relying_party(&self) -> idp_core::oidc::release::RelyingParty<'_> {
+        idp_core::oidc::release::RelyingParty {
+            id: &self.entity_id,
+            protocol: idp_core::oidc::release::Protocol::Saml,
+            pre_approved: self.settings.pre_approved,
+            audience: self.settings.audience,
+        }
+    }
+
     /// Reads an SP from its metadata. When `settings.metadata_signing_certificate` is set,
     /// the metadata must carry a valid enveloped signature by that certificate's key.
     pub fn from_metadata(

@@ -9,9 +9,7 @@ use idp_core::disclosure::{
 };
 use idp_core::doctor::{Doctor, DoctorId};
 use idp_core::oidc::client::ClientRegistration;
-use idp_core::oidc::release::{
-    Protocol, ReleasePolicy, ReleaseRequest, RelyingParty, SCOPE_CLAIMS,
-};
+use idp_core::oidc::release::{ReleasePolicy, ReleaseRequest, RelyingParty, SCOPE_CLAIMS};
 use idp_core::store::{
     ClientStore, ConsentStore, DisclosureSettingsStore, DoctorDirectory, SpStore,
 };
@@ -100,15 +98,7 @@ pub async fn explain(
     };
     let (rp, requested) = match (&client, &sp) {
         (Some(client), _) => (RelyingParty::client(client), client_claims(client)),
-        (None, Some(sp)) => (
-            RelyingParty {
-                id: &sp.entity_id,
-                protocol: Protocol::Saml,
-                pre_approved: sp.settings.pre_approved,
-                audience: sp.settings.audience,
-            },
-            sp.claims(),
-        ),
+        (None, Some(sp)) => (sp.relying_party(), sp.claims()),
         (None, None) => {
             return Err(format!(
                 "no OIDC client or SAML SP {relying_party:?} (or its stored metadata is unusable)"

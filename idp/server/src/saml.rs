@@ -10,9 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use idp_core::disclosure::DisclosureEngine;
 use idp_core::oidc::provider::percent_encode;
-use idp_core::store::{
-    ConsentStore, DisclosureSettingsStore, DoctorDirectory, EphemeralStore, SpRecord, SpStore,
-};
+use idp_core::store::{SpRecord, SpStore};
 use idp_saml::authn::Received;
 use idp_saml::idp::{
     Credentials, IdentityProvider, IdpSettings, IdpStores, Outbound, PostForm, SloStep, SsoStep,
@@ -551,14 +549,13 @@ pub async fn register_sp(
     Ok(sp.entity_id)
 }
 
+/// The stores of the SAML IdP.
+pub use idp_saml::idp::IdpStores as SamlStores;
+
 /// The SAML IdP: configured SPs registered (URL metadata fetched), settings built.
 pub async fn prepare(
     runtime: &Runtime,
-    sps: Arc<dyn SpStore>,
-    consents: Arc<dyn ConsentStore>,
-    settings_store: Arc<dyn DisclosureSettingsStore>,
-    doctors: Arc<dyn DoctorDirectory>,
-    ephemeral: Arc<dyn EphemeralStore>,
+    stores: IdpStores,
     disclosure: Arc<DisclosureEngine>,
 ) -> Result<Option<SamlState>, StartError> {
     let (Some(config), Some(loaded)) = (&runtime.config.saml, &runtime.saml) else {
@@ -576,7 +573,7 @@ pub async fn prepare(
             (None, Some(url)) => fetch_metadata(&http, url).await.map_err(StartError::Saml)?,
             (None, None) => continue,
         };
-        register_sp(sps.as_ref(), &metadata, settings, None, now)
+        register_sp(stores.sps.as_ref(), &metadata, settings, None, now)
             .await
             .map_err(StartError::Saml)?;
     }
@@ -600,13 +597,7 @@ pub async fn prepare(
     };
     let idp = IdentityProvider::new(
         settings,
-        IdpStores {
-            sps,
-            consents,
-            settings: settings_store,
-            doctors,
-            ephemeral,
-        },
+        stores,
         Credentials::new(loaded.credential.clone(), loaded.next_certificate.clone()),
         disclosure,
     );

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpServer, web};
+use idp_core::audit::AuditLog;
 use idp_core::disclosure::DisclosureEngine;
 use idp_core::hpki::HpkiValidator;
 use idp_core::login::LoginService;
@@ -73,21 +74,26 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         runtime.login,
     );
     let disclosure = Arc::new(DisclosureEngine::new(runtime.disclosure.1.clone()));
+    let audit = AuditLog::start(database.clone());
     let oidc = prepare_oidc(
         &runtime,
         &database,
         ephemeral.clone(),
         doctors.clone(),
         disclosure.clone(),
+        audit.clone(),
     )
     .await?;
     let saml = crate::saml::prepare(
         &runtime,
-        database.clone(),
-        database.clone(),
-        database.clone(),
-        doctors.clone(),
-        ephemeral.clone(),
+        crate::saml::SamlStores {
+            audit,
+            sps: database.clone(),
+            consents: database.clone(),
+            settings: database.clone(),
+            doctors: doctors.clone(),
+            ephemeral: ephemeral.clone(),
+        },
         disclosure.clone(),
     )
     .await?;
@@ -118,6 +124,7 @@ async fn prepare_oidc(
     ephemeral: Arc<dyn EphemeralStore>,
     doctors: Arc<dyn DoctorDirectory>,
     disclosure: Arc<DisclosureEngine>,
+    audit: AuditLog,
 ) -> Result<OidcState, StartError> {
     let config = &runtime.config.oidc;
     let now = time::OffsetDateTime::now_utc();
@@ -151,6 +158,7 @@ async fn prepare_oidc(
         session_ttl: runtime.session.absolute,
     };
     let stores = ProviderStores {
+        audit,
         clients,
         consents: database.clone(),
         settings: database.clone(),

@@ -18,11 +18,12 @@ use super::client_auth::{ClientAuthenticator, ClientCertificate, Presented};
 use super::grant::{AccessGrant, Authorization, CodeGrant, GrantPolicy, Grants, Issued, at_hash};
 use super::keys::KeySet;
 use super::release::{
-    ReleaseDecision, ReleasePolicy, RelyingParty, Verification, decide_at_login, released_values,
-    requested_claims,
+    Protocol, ReleaseDecision, ReleasePolicy, RelyingParty, Verification, decide_at_login,
+    released_values, requested_claims,
 };
 use super::subject::subject_for;
 use super::{ErrorCode, OAuthError};
+use crate::audit::{AuditEvent, AuditLog};
 use crate::doctor::DoctorId;
 use crate::secret::Secret;
 use crate::session::Session;
@@ -52,6 +53,8 @@ pub struct ProviderSettings {
 /// The stores the provider works on.
 #[derive(Clone, Debug)]
 pub struct ProviderStores {
+    /// Releases and consents are recorded here before the answer that depends on them.
+    pub audit: AuditLog,
     pub clients: Arc<dyn ClientStore>,
     pub consents: Arc<dyn ConsentStore>,
     pub settings: Arc<dyn DisclosureSettingsStore>,
@@ -350,7 +353,14 @@ impl Provider {
         scopes.sort();
         scopes.dedup();
         let consent = Consent::given(session, &client.client_id, scopes, shown, now);
-        if self.stores.consents.put_consent(&consent).await.is_err() {
+        if self.stores.consents.put_consent(&consent).await.is_err()
+            || self
+                .stores
+                .audit
+                .record(AuditEvent::consent_given(&consent, Protocol::Oidc))
+                .await
+                .is_err()
+        {
             return AuthorizeStep::Unavailable;
         }
         self.decide(p.request, p.created_at, Some(session), now, true)
@@ -480,6 +490,11 @@ impl Provider {
                 }),
                 Err(_) => AuthorizeStep::Unavailable,
             };
+        }
+        // Nothing is released unrecorded: the record is durable before the code exists.
+        let event = AuditEvent::release(session, &RelyingParty::client(&client), &decision);
+        if self.stores.audit.record(event).await.is_err() {
+            return AuthorizeStep::Unavailable;
         }
         let grant = CodeGrant::new(&request, session, decision.released);
         let code = match self.grants.issue_code(&grant).await {

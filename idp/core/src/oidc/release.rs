@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use super::claims::claims_for_scopes;
 use super::client::ClientRegistration;
+use crate::audit::AuditEvent;
 use crate::disclosure::{Audience, DisclosureSettings, Item};
 use crate::doctor::DoctorProfile;
 use crate::session::CardSummary;
@@ -258,6 +259,53 @@ pub async fn decide_at_login(
         acr: &session.acr,
         purpose: "",
     }))
+}
+
+impl AuditEvent {
+    /// A release to `relying_party` at a login: the claim names released and withheld
+    /// with their reasons, the policy version and the login's `acr`; never values.
+    pub fn release(
+        session: &Session,
+        relying_party: &RelyingParty<'_>,
+        decision: &ReleaseDecision,
+    ) -> Self {
+        let withheld: Vec<Value> = decision
+            .withheld
+            .iter()
+            .map(|(name, why)| json!({"claim": name, "reason": why.as_str()}))
+            .collect();
+        Self {
+            kind: "release".into(),
+            actor: session.doctor_id.as_str().to_owned(),
+            doctor: Some(session.doctor_id.as_str().to_owned()),
+            relying_party: Some(relying_party.id.to_owned()),
+            detail: json!({
+                "protocol": relying_party.protocol.as_str(),
+                "audience": relying_party.audience.as_str(),
+                "claims": decision.released,
+                "withheld": withheld,
+                "policy_version": decision.policy_version,
+                "acr": session.acr,
+                "sid": session.sid,
+            }),
+        }
+    }
+
+    /// A consent given on the consent page.
+    pub fn consent_given(consent: &Consent, protocol: Protocol) -> Self {
+        Self {
+            kind: "consent.given".into(),
+            actor: consent.doctor_id.as_str().to_owned(),
+            doctor: Some(consent.doctor_id.as_str().to_owned()),
+            relying_party: Some(consent.client_id.clone()),
+            detail: json!({
+                "protocol": protocol.as_str(),
+                "claims": consent.claims,
+                "scopes": consent.scopes,
+                "policy_version": consent.policy_version,
+            }),
+        }
+    }
 }
 
 impl Consent {

@@ -1,5 +1,6 @@
 //! The durable store: SQLite or PostgreSQL through one diesel connection type.
 
+mod audit;
 mod clients;
 mod consents;
 mod disclosure;

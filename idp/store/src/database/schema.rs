@@ -96,3 +96,17 @@ diesel::table! {
         updated_at -> BigInt,
     }
 }
+
+diesel::table! {
+    audit_log (seq) {
+        seq -> BigInt,
+        at_micros -> BigInt,
+        kind -> Text,
+        actor -> Text,
+        doctor_id -> Nullable<Text>,
+        relying_party -> Nullable<Text>,
+        detail -> Text,
+        prev_hash -> Text,
+        hash -> Text,
+    }
+}

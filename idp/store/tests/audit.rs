@@ -1,0 +1,150 @@
+//! The audit log on real databases (an SQLite file and PostgreSQL from
+//! `IDP_TEST_POSTGRES_URL`): group commit keeps one unbroken chain under concurrent
+//! writers; the database refuses updates and early deletes; and every tampering done
+//! directly in the database (triggers dropped first, as an administrator could) is found by
+//! `verify_store`, which names the first broken record.
+
+mod common;
+
+use std::sync::Arc;
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection, SqliteConnection};
+use idp_core::audit::{AuditEvent, AuditLog, AuditStore, ChainBreak, VerifyError, verify_store};
+use idp_store::Database;
+use serde_json::json;
+
+enum Raw {
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl Raw {
+    fn exec(&self, sql: &str) -> Result<(), String> {
+        match self {
+            Raw::Sqlite(path) => SqliteConnection::establish(path)
+                .expect("raw sqlite")
+                .batch_execute(sql),
+            Raw::Postgres(url) => PgConnection::establish(url)
+                .expect("raw postgres")
+                .batch_execute(sql),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn drop_guards(&self) {
+        let sql = match self {
+            Raw::Sqlite(_) => {
+                "DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_early_delete;"
+            }
+            Raw::Postgres(_) => "DROP TRIGGER audit_log_guard ON audit_log;",
+        };
+        self.exec(sql).expect("drop triggers");
+    }
+}
+
+fn event(i: usize) -> AuditEvent {
+    AuditEvent {
+        kind: "release".into(),
+        actor: format!("doctor-{}", i % 7),
+        doctor: Some(format!("doctor-{}", i % 7)),
+        relying_party: Some("hareyaka".into()),
+        detail: json!({"protocol": "oidc", "claims": ["hpki_role", "name"], "n": i}),
+    }
+}
+
+async fn broken_at(db: &Database) -> i64 {
+    match verify_store(db).await {
+        Err(VerifyError::Broken(b)) => b.seq(),
+        other => panic!("not broken: {other:?}"),
+    }
+}
+
+async fn suite(db: Database, raw: Raw) {
+    db.migrate().await.expect("migrate");
+    let db = Arc::new(db);
+    // 300 concurrent writers through group commit: one chain, no gap, no fork.
+    let log = AuditLog::start(db.clone());
+    let writers: Vec<_> = (0..300)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.record(event(i)).await })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("join").expect("recorded");
+    }
+    let (count, _) = verify_store(db.as_ref()).await.expect("intact");
+    assert_eq!(count, 300);
+
+    // The database itself refuses changes and early deletions.
+    assert!(
+        raw.exec("UPDATE audit_log SET actor = 'x' WHERE seq = 5")
+            .is_err()
+    );
+    assert!(raw.exec("DELETE FROM audit_log WHERE seq = 5").is_err());
+    assert_eq!(verify_store(db.as_ref()).await.expect("intact").0, 300);
+
+    // An administrator drops the guards and tampers; verify names the first record.
+    raw.drop_guards();
+    raw.exec("UPDATE audit_log SET detail = '{\"claims\":[\"name\"]}' WHERE seq = 250")
+        .expect("edit");
+    assert_eq!(broken_at(&db).await, 250);
+    raw.exec("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 120")
+        .expect("edit");
+    assert_eq!(broken_at(&db).await, 120);
+    raw.exec("DELETE FROM audit_log WHERE seq = 60")
+        .expect("delete");
+    assert_eq!(broken_at(&db).await, 61);
+    // Reordering: two records swap their numbers.
+    raw.exec(
+        "UPDATE audit_log SET seq = 900000 WHERE seq = 30; \
+         UPDATE audit_log SET seq = 30 WHERE seq = 31; \
+         UPDATE audit_log SET seq = 31 WHERE seq = 900000;",
+    )
+    .expect("reorder");
+    assert_eq!(broken_at(&db).await, 30);
+    // Insertion: a forged record at 10, its successors renumbered.
+    raw.exec(
+        "UPDATE audit_log SET seq = seq + 100000 WHERE seq >= 10; \
+         UPDATE audit_log SET seq = seq - 100000 + 1 WHERE seq >= 100000; \
+         INSERT INTO audit_log (seq, at_micros, kind, actor, detail, prev_hash, hash) \
+         SELECT 10, at_micros, 'release', 'forger', '{}', hash, hash FROM audit_log WHERE seq = 9;",
+    )
+    .expect("insert");
+    assert_eq!(broken_at(&db).await, 10);
+    // Appending after tampering still works; the break stays where it is.
+    AuditStore::append(
+        db.as_ref(),
+        vec![event(999)],
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .expect("append");
+    assert!(matches!(
+        verify_store(db.as_ref()).await,
+        Err(VerifyError::Broken(
+            ChainBreak::Unlinked { seq: 10 } | ChainBreak::Edited { seq: 10 }
+        ))
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_audit_chain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("idp.db");
+    let db = Database::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("connect");
+    suite(db, Raw::Sqlite(path.display().to_string())).await;
+}
+
+#[tokio::test]
+async fn postgres_audit_chain() {
+    let Some(admin_url) = common::service_url("IDP_TEST_POSTGRES_URL", "PostgreSQL") else {
+        return;
+    };
+    let scratch = common::PgTestDatabase::create(&admin_url);
+    let db = Database::connect(scratch.url()).await.expect("connect");
+    suite(db, Raw::Postgres(scratch.url().to_owned())).await;
+}

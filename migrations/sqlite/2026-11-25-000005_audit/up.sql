@@ -1,0 +1,35 @@
+-- Schema v5 (SQLite): the audit log (docs/AUDIT.md).
+--
+-- Kept semantically identical to migrations/postgres/2026-11-25-000005_audit/up.sql.
+-- Append-only, hash-chained: hash = SHA-256(prev_hash, "\n", canonical JSON of the
+-- record), computed by idp_core::audit. doctor_id is not a foreign key: records outlive
+-- the doctors they name. detail is canonical JSON (claim names, never values).
+CREATE TABLE audit_log (
+    seq BIGINT NOT NULL PRIMARY KEY CHECK (seq > 0),
+    at_micros BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    doctor_id TEXT,
+    relying_party TEXT,
+    detail TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+
+-- Export by time range; a doctor's own history.
+CREATE INDEX audit_log_at_idx ON audit_log (at_micros);
+CREATE INDEX audit_log_doctor_idx ON audit_log (doctor_id, seq);
+
+-- Records are never changed, and never deleted within the retention floor of 365 days
+-- (the MHLW guideline's year): defence in depth under the application, which has no
+-- statement that updates or deletes them.
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are append-only');
+END;
+
+CREATE TRIGGER audit_log_no_early_delete BEFORE DELETE ON audit_log
+WHEN OLD.at_micros > (CAST(strftime('%s', 'now') AS INTEGER) - 365 * 86400) * 1000000
+BEGIN
+    SELECT RAISE(ABORT, 'audit records are kept for at least 365 days');
+END;
