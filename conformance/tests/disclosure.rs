@@ -142,6 +142,34 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         assert!(third.get(claim).is_none(), "third party: {claim}: {third}");
     }
 
+    // A client that requires (essential) a claim the policy withholds is refused with
+    // access_denied, not given a partial login.
+    let third_kit = kit(&server, pki, "third").await;
+    let (mut url, _pending) = third_kit.begin(SCOPES, &AuthParams::hpki_card());
+    url.query_pairs_mut().append_pair(
+        "claims",
+        r#"{"id_token":{"doctor_registration_number":{"essential":true}}}"#,
+    );
+    let mut browser = Browser::new(pki);
+    match browse(
+        &server,
+        pki,
+        &mut browser,
+        url.as_str(),
+        "doctor",
+        true,
+        REDIRECT,
+    )
+    .await
+    {
+        Leg::Callback(query) => {
+            assert!(query.contains("error=access_denied"), "{query}");
+            assert!(query.contains("doctor_registration_number"), "{query}");
+            assert!(!query.contains("code="), "{query}");
+        }
+        Leg::Page(status, reason) => panic!("stopped at {status} {reason:?}"),
+    }
+
     // `idp explain` names the policy that withholds and the one that permits.
     let config = server.config.to_str().unwrap();
     let holder = holder_id(pki);

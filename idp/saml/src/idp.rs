@@ -575,6 +575,19 @@ impl IdentityProvider {
         else {
             return SsoStep::Unavailable;
         };
+        // Required attributes withheld by the policy or the doctor: a SAML refusal, not a
+        // login that breaks later at the SP.
+        let missing = decision.missing_required(&sp.required_claims);
+        if !missing.is_empty() {
+            return self.refuse(
+                &request,
+                &SamlStatus::responder(
+                    Some(status::REQUEST_DENIED),
+                    &format!("required attributes are withheld: {}", missing.join("; ")),
+                ),
+                now,
+            );
+        }
         let must_ask = !sp.settings.pre_approved
             && !consent_answered
             && (consent.is_none() || !decision.askable().is_empty());

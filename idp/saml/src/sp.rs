@@ -163,6 +163,8 @@ pub struct ServiceProvider {
     pub want_assertions_signed: bool,
     /// Claims named by `RequestedAttribute`s.
     pub requested_claims: BTreeSet<String>,
+    /// Those of them with `isRequired="true"`.
+    pub required_claims: BTreeSet<String>,
     pub valid_until: Option<OffsetDateTime>,
     pub cache_duration: Option<Duration>,
     pub settings: SpSettings,
@@ -365,11 +367,15 @@ impl ServiceProvider {
                 signing_certificates.push(der.der_data().to_vec());
             }
         }
-        let requested_claims = sp
-            .attribute_consuming_services
-            .iter()
-            .flatten()
-            .flat_map(|s| &s.request_attributes)
+        let requested = || {
+            sp.attribute_consuming_services
+                .iter()
+                .flatten()
+                .flat_map(|s| &s.request_attributes)
+        };
+        let requested_claims = requested().filter_map(|a| claim_name(&a.name)).collect();
+        let required_claims = requested()
+            .filter(|a| a.is_required == Some(true))
             .filter_map(|a| claim_name(&a.name))
             .collect();
         Ok(Self {
@@ -380,6 +386,7 @@ impl ServiceProvider {
             authn_requests_signed: sp.authn_requests_signed.unwrap_or(false),
             want_assertions_signed: sp.want_assertions_signed.unwrap_or(false),
             requested_claims,
+            required_claims,
             valid_until,
             cache_duration,
             settings,
@@ -471,7 +478,7 @@ mod tests {
     <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example.jp/acs2" index="2" isDefault="true"/>
     <md:AttributeConsumingService index="0">
       <md:ServiceName xml:lang="ja">テスト</md:ServiceName>
-      <md:RequestedAttribute Name="urn:oid:1.2.392.100495.1.6.1.1" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:uri"/>
+      <md:RequestedAttribute Name="urn:oid:1.2.392.100495.1.6.1.1" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:uri" isRequired="true"/>
       <md:RequestedAttribute Name="urn:oid:2.5.4.4"/>
     </md:AttributeConsumingService>
   </md:SPSSODescriptor>
@@ -494,6 +501,7 @@ mod tests {
             sp.claims(),
             ["family_name".to_owned(), "hpki_role".to_owned()].into()
         );
+        assert_eq!(sp.required_claims, ["hpki_role".to_owned()].into());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::grant::{AccessGrant, Authorization, CodeGrant, GrantPolicy, Grants, I
 use super::keys::KeySet;
 use super::release::{
     Protocol, ReleaseDecision, ReleasePolicy, RelyingParty, Verification, decide_at_login,
-    released_values, requested_claims,
+    essential_claims, released_values, requested_claims,
 };
 use super::subject::subject_for;
 use super::{ErrorCode, OAuthError};
@@ -459,6 +459,15 @@ impl Provider {
         else {
             return AuthorizeStep::Unavailable;
         };
+        // Essential claims withheld by the policy or the doctor: a clear refusal, not a
+        // login that breaks later at the relying party.
+        let missing = decision.missing_required(&essential_claims(request.claims.as_ref()));
+        if !missing.is_empty() {
+            return fail(
+                ErrorCode::AccessDenied,
+                &format!("essential claims are withheld: {}", missing.join("; ")),
+            );
+        }
         let scopes_consented = client.pre_approved
             || consent.as_ref().is_some_and(|c| {
                 request

@@ -76,6 +76,22 @@ pub fn claims_parameter_names(claims: Option<&Value>) -> BTreeSet<String> {
     names
 }
 
+/// The claims marked `"essential": true` in a `claims` request parameter (OIDC Core
+/// §5.5.1), either member, by base name.
+pub fn essential_claims(claims: Option<&Value>) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for member in ["userinfo", "id_token"] {
+        if let Some(Value::Object(map)) = claims.and_then(|c| c.get(member)) {
+            names.extend(
+                map.iter()
+                    .filter(|(_, v)| v.get("essential") == Some(&Value::Bool(true)))
+                    .map(|(k, _)| base_name(k).to_owned()),
+            );
+        }
+    }
+    names
+}
+
 /// A claim name without its language tag (`family_name#ja-Kana-JP` → `family_name`).
 pub fn base_name(name: &str) -> &str {
     name.split_once('#').map_or(name, |(base, _)| base)
@@ -223,6 +239,17 @@ impl ReleaseDecision {
             .iter()
             .filter(|(_, why)| *why == Withheld::NoConsent)
             .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The required claims this decision withholds for a reason consent cannot change
+    /// (policy, doctor's setting, unknown claim): a relying party that requires them is
+    /// refused rather than given a partial login. With the reasons, for the error.
+    pub fn missing_required(&self, required: &BTreeSet<String>) -> Vec<String> {
+        self.withheld
+            .iter()
+            .filter(|(name, why)| required.contains(name) && *why != Withheld::NoConsent)
+            .map(|(name, why)| format!("{name} ({why})"))
             .collect()
     }
 
@@ -426,5 +453,30 @@ mod tests {
         // verified_claims only by name.
         let by_scope = requested_claims(&client(false), &["hpki".into()], None);
         assert!(!by_scope.contains("verified_claims"));
+    }
+
+    #[test]
+    fn essential_claims_and_missing_required_ones() {
+        let claims = json!({"id_token": {"email": {"essential": true}, "name": null},
+                            "userinfo": {"family_name#ja-Kana-JP": {"essential": true},
+                                         "gender": {"essential": false}}});
+        let essential = essential_claims(Some(&claims));
+        assert_eq!(
+            essential,
+            ["email".to_owned(), "family_name".to_owned()].into()
+        );
+        let decision = ReleaseDecision {
+            released: ["name".to_owned()].into(),
+            withheld: vec![
+                ("email".into(), Withheld::NotPermitted),
+                ("family_name".into(), Withheld::NoConsent),
+            ],
+            policy_version: String::new(),
+        };
+        // Consent can still be asked for family_name; email is withheld for good.
+        assert_eq!(
+            decision.missing_required(&essential),
+            ["email (withheld: no policy permits it)".to_owned()]
+        );
     }
 }
