@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
@@ -212,7 +213,16 @@ pub struct DisclosurePolicy {
     authorizer: Authorizer,
     action: EntityUid,
     claim_uids: HashMap<&'static str, EntityUid>,
+    /// Verdicts already computed (see [`DisclosurePolicy::decide`]).
+    memo: RwLock<HashMap<String, Arc<Memo>>>,
 }
+
+/// The verdicts of one recipient and login context (acr, purpose): one slot per claim of
+/// [`CLAIMS`] and per value of `doctor_allows` and `consented`.
+type Memo = [OnceLock<Verdict>; CLAIMS.len() * 4];
+
+/// Recipient contexts remembered at most; the memo starts afresh beyond.
+const MEMO_RECIPIENTS: usize = 4096;
 
 impl fmt::Debug for DisclosurePolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -359,6 +369,7 @@ impl DisclosurePolicy {
             authorizer: Authorizer::new(),
             action: uid("Idp::Action", "release"),
             claim_uids,
+            memo: RwLock::new(HashMap::new()),
         })
     }
 
@@ -416,21 +427,87 @@ impl DisclosurePolicy {
     }
 
     /// The verdict on each claim (by base name) for `recipient`, in order.
+    ///
+    /// A verdict is a pure function of the policy set, the recipient (ID, audience,
+    /// protocol, pre-approval: the only entity data) and the context, and this policy set
+    /// never changes (a reload is a new `DisclosurePolicy`), so verdicts are memoised per
+    /// recipient and context: Cedar runs once per distinct question, then the answer is a
+    /// lookup.
     pub fn decide<'c>(
         &self,
         recipient: &Recipient<'_>,
         claims: impl IntoIterator<Item = (&'c str, ClaimContext<'c>)>,
     ) -> Vec<Verdict> {
         let claims: Vec<(&str, ClaimContext<'_>)> = claims.into_iter().collect();
-        let entities = match self.entities_for(recipient) {
-            Ok(e) => e,
-            Err(e) => return vec![Verdict::Error(e); claims.len()],
-        };
+        let mut entities: Option<Entities> = None;
         let principal = uid("Idp::RelyingParty", recipient.id);
-        claims
-            .into_iter()
-            .map(|(name, context)| self.decide_one(&entities, &principal, name, &context))
-            .collect()
+        let mut memo_of: HashMap<(&str, &str), Arc<Memo>> = HashMap::new();
+        let mut out = Vec::with_capacity(claims.len());
+        for (name, context) in claims {
+            let Some(index) = CLAIMS.iter().position(|(n, _)| *n == name) else {
+                out.push(Verdict::UnknownClaim);
+                continue;
+            };
+            let memo = memo_of
+                .entry((context.acr, context.purpose))
+                .or_insert_with(|| self.memo(recipient, context.acr, context.purpose))
+                .clone();
+            let slot = &memo[index * 4
+                + usize::from(context.doctor_allows) * 2
+                + usize::from(context.consented)];
+            if let Some(verdict) = slot.get() {
+                out.push(verdict.clone());
+                continue;
+            }
+            let entities = match &entities {
+                Some(e) => e,
+                None => match self.entities_for(recipient) {
+                    Ok(e) => entities.insert(e),
+                    // Not remembered: nothing was decided.
+                    Err(e) => {
+                        out.push(Verdict::Error(e));
+                        continue;
+                    }
+                },
+            };
+            let verdict = self.decide_one(entities, &principal, name, &context);
+            out.push(slot.get_or_init(|| verdict).clone());
+        }
+        out
+    }
+
+    /// The memo of a recipient and login context.
+    fn memo(&self, recipient: &Recipient<'_>, acr: &str, purpose: &str) -> Arc<Memo> {
+        // Unambiguous: every field is length-prefixed.
+        let key = [
+            recipient.id,
+            recipient.audience.as_str(),
+            recipient.protocol,
+            if recipient.pre_approved { "1" } else { "0" },
+            acr,
+            purpose,
+        ]
+        .iter()
+        .map(|f| format!("{}:{f}", f.len()))
+        .collect::<String>();
+        if let Some(memo) = self
+            .memo
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return memo.clone();
+        }
+        let mut map = self
+            .memo
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MEMO_RECIPIENTS {
+            map.clear();
+        }
+        map.entry(key)
+            .or_insert_with(|| Arc::new(std::array::from_fn(|_| OnceLock::new())))
+            .clone()
     }
 
     fn decide_one(

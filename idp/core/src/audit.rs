@@ -16,6 +16,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::signature::KeyPair as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -190,6 +193,108 @@ pub fn verify<'a>(
     Ok(last)
 }
 
+/// A signed checkpoint: the checkpoint key's Ed25519 signature over a record's number,
+/// hash and time ([`checkpoint_message`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub at_micros: i64,
+    /// The first 16 hex digits of the SHA-256 of the public key.
+    pub key_id: String,
+    /// Base64 (standard) of the 64-byte signature.
+    pub signature: String,
+}
+
+/// The signed bytes of a checkpoint.
+pub fn checkpoint_message(seq: i64, hash: &str, at_micros: i64) -> Vec<u8> {
+    format!("hpki-idp audit checkpoint\n{seq}\n{hash}\n{at_micros}").into_bytes()
+}
+
+/// The checkpoint key: Ed25519, kept in a file outside the database.
+pub struct CheckpointSigner {
+    key: ring::signature::Ed25519KeyPair,
+    key_id: String,
+}
+
+impl fmt::Debug for CheckpointSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckpointSigner")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key ID of an Ed25519 public key.
+pub fn key_id(public_key: &[u8]) -> String {
+    hex::encode(Sha256::digest(public_key))[..16].to_owned()
+}
+
+impl CheckpointSigner {
+    /// A new key as PKCS#8 PEM (`PRIVATE KEY`).
+    pub fn generate_pem() -> Result<String, String> {
+        let rng = ring::rand::SystemRandom::new();
+        let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| "cannot generate an Ed25519 key".to_owned())?;
+        let b64 = B64.encode(der.as_ref());
+        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        Ok(pem)
+    }
+
+    /// The key from PKCS#8 PEM.
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        let b64: String = pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(str::trim)
+            .collect();
+        let der = B64
+            .decode(b64)
+            .map_err(|_| "the checkpoint key is not PEM".to_owned())?;
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map_err(|_| "the checkpoint key is not an Ed25519 PKCS#8 key".to_owned())?;
+        let key_id = key_id(key.public_key().as_ref());
+        Ok(Self { key, key_id })
+    }
+
+    pub fn public_key(&self) -> Vec<u8> {
+        self.key.public_key().as_ref().to_vec()
+    }
+
+    pub fn sign(&self, record: &AuditRecord) -> Checkpoint {
+        let signature = self.key.sign(&checkpoint_message(
+            record.seq,
+            &record.hash,
+            record.at_micros,
+        ));
+        Checkpoint {
+            seq: record.seq,
+            hash: record.hash.clone(),
+            at_micros: record.at_micros,
+            key_id: self.key_id.clone(),
+            signature: B64.encode(signature.as_ref()),
+        }
+    }
+}
+
+/// Whether `checkpoint` is signed by `public_key`.
+pub fn checkpoint_signed_by(checkpoint: &Checkpoint, public_key: &[u8]) -> bool {
+    let Ok(signature) = B64.decode(&checkpoint.signature) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
+        .verify(
+            &checkpoint_message(checkpoint.seq, &checkpoint.hash, checkpoint.at_micros),
+            &signature,
+        )
+        .is_ok()
+}
+
 /// Where audit records are kept.
 #[async_trait::async_trait]
 pub trait AuditStore: Send + Sync + fmt::Debug {
@@ -205,6 +310,12 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
     async fn records_after(&self, after: i64, limit: usize)
     -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// Stores a checkpoint (one already stored for the same record is kept).
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+
+    /// Every checkpoint, in sequence order.
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
     /// Records of a time range `[from, to)`, in sequence order.
     async fn records_between(
         &self,
@@ -218,14 +329,75 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
 pub enum VerifyError {
     #[error(transparent)]
     Broken(#[from] ChainBreak),
+    #[error("checkpoint at record {seq}: the signature is not the checkpoint key's")]
+    BadCheckpoint { seq: i64 },
+    #[error("checkpoint at record {seq}: the chain's record {seq} has another hash (rewritten)")]
+    CheckpointMismatch { seq: i64 },
+    #[error(
+        "the chain ends at record {end} but a checkpoint vouches for record {seq} (records cut from the end)"
+    )]
+    Truncated { seq: i64, end: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// What a verified log holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub records: i64,
+    pub last_hash: String,
+    /// Checkpoints verified with the key.
+    pub checkpoints: usize,
+    /// The last record a checkpoint vouches for.
+    pub last_checkpoint: Option<i64>,
+}
+
+/// Verifies the chain (as [`verify_store`]) and every checkpoint against `public_key`:
+/// each signed by it, each matching the chain's record, none beyond the chain's end.
+pub async fn verify_with_checkpoints(
+    store: &dyn AuditStore,
+    public_key: &[u8],
+) -> Result<VerifyReport, VerifyError> {
+    let checkpoints = store.checkpoints().await?;
+    for cp in &checkpoints {
+        if !checkpoint_signed_by(cp, public_key) {
+            return Err(VerifyError::BadCheckpoint { seq: cp.seq });
+        }
+    }
+    let mut by_seq: std::collections::BTreeMap<i64, &Checkpoint> =
+        checkpoints.iter().map(|c| (c.seq, c)).collect();
+    let mut last = (0, GENESIS.to_owned(), i64::MIN);
+    loop {
+        let page = store.records_after(last.0, PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        last = verify(last, &page)?;
+        for record in &page {
+            if let Some(cp) = by_seq.remove(&record.seq)
+                && cp.hash != record.hash
+            {
+                return Err(VerifyError::CheckpointMismatch { seq: cp.seq });
+            }
+        }
+    }
+    if let Some((&seq, _)) = by_seq.iter().next_back() {
+        return Err(VerifyError::Truncated { seq, end: last.0 });
+    }
+    Ok(VerifyReport {
+        records: last.0,
+        last_hash: last.1,
+        checkpoints: checkpoints.len(),
+        last_checkpoint: checkpoints.last().map(|c| c.seq),
+    })
+}
+
+/// Records read at a time when verifying.
+const PAGE: usize = 1000;
+
 /// Verifies the whole stored chain, a page at a time: the number of records and the last
 /// hash, or the first break.
 pub async fn verify_store(store: &dyn AuditStore) -> Result<(i64, String), VerifyError> {
-    const PAGE: usize = 1000;
     let mut last = (0, GENESIS.to_owned(), i64::MIN);
     loop {
         let page = store.records_after(last.0, PAGE).await?;
@@ -250,10 +422,17 @@ pub struct AuditLog {
 const MAX_BATCH: usize = 256;
 
 impl AuditLog {
-    /// Starts the writer task on the current tokio runtime.
-    pub fn start(store: Arc<dyn AuditStore>) -> Self {
+    /// Starts the writer task on the current tokio runtime. With a signer, a checkpoint
+    /// is signed after the first batch and then whenever `every` records have been
+    /// written since the last one.
+    pub fn start(
+        store: Arc<dyn AuditStore>,
+        signer: Option<Arc<CheckpointSigner>>,
+        every: usize,
+    ) -> Self {
         let (sender, mut receiver) = mpsc::channel::<(AuditEvent, Ack)>(4096);
         tokio::spawn(async move {
+            let mut since_checkpoint = usize::MAX;
             while let Some(first) = receiver.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -264,8 +443,23 @@ impl AuditLog {
                 }
                 let (events, acks): (Vec<AuditEvent>, Vec<Ack>) = batch.into_iter().unzip();
                 let outcome = store.append(events, OffsetDateTime::now_utc()).await;
-                if let Err(e) = &outcome {
-                    tracing::error!(error = %e, "audit write failed: the actions waiting on it fail");
+                match &outcome {
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit write failed: the actions waiting on it fail");
+                    }
+                    Ok(records) => {
+                        since_checkpoint = since_checkpoint.saturating_add(records.len());
+                        if let (Some(signer), Some(last)) = (&signer, records.last())
+                            && since_checkpoint >= every
+                        {
+                            // The records are durable already; a checkpoint that fails is
+                            // logged and tried again after the next batch.
+                            match store.put_checkpoint(&signer.sign(last)).await {
+                                Ok(()) => since_checkpoint = 0,
+                                Err(e) => tracing::error!(error = %e, "audit checkpoint failed"),
+                            }
+                        }
+                    }
                 }
                 for ack in acks {
                     let _ = ack.send(outcome.as_ref().map(|_| ()).map_err(Clone::clone));

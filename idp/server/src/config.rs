@@ -41,6 +41,80 @@ pub struct Config {
     pub saml: Option<SamlConfig>,
     #[serde(default)]
     pub disclosure: DisclosureConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit log (docs/AUDIT.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 key (PKCS#8 PEM) that signs checkpoints; created at the first start
+    /// when missing. Keep it outside the database and its backups.
+    #[serde(default = "default_checkpoint_key")]
+    pub checkpoint_key: PathBuf,
+    /// A checkpoint after this many records (and after the first batch of a process).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_key: default_checkpoint_key(),
+            checkpoint_every: default_checkpoint_every(),
+        }
+    }
+}
+
+fn default_checkpoint_key() -> PathBuf {
+    PathBuf::from("audit-checkpoint.key")
+}
+
+fn default_checkpoint_every() -> usize {
+    100
+}
+
+impl Runtime {
+    /// The checkpoint key's file, resolved against the configuration's folder.
+    pub fn checkpoint_key_path(&self) -> PathBuf {
+        let path = &self.config.audit.checkpoint_key;
+        if path.is_absolute() {
+            path.clone()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The checkpoint signer; the key file is created (mode 0600) when missing.
+    pub fn checkpoint_signer(
+        &self,
+        create: bool,
+    ) -> Result<idp_core::audit::CheckpointSigner, String> {
+        let path = self.checkpoint_key_path();
+        if create && !path.exists() {
+            let pem = idp_core::audit::CheckpointSigner::generate_pem()?;
+            write_private(&path, &pem)
+                .map_err(|e| format!("audit.checkpoint_key {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), "audit checkpoint key created");
+        }
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|e| format!("audit.checkpoint_key {}: {e}", path.display()))?;
+        idp_core::audit::CheckpointSigner::from_pem(&pem)
+            .map_err(|e| format!("audit.checkpoint_key {}: {e}", path.display()))
+    }
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
 }
 
 /// The disclosure policy (docs/DISCLOSURE.md).

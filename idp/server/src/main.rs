@@ -490,11 +490,21 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => {
+            let runtime = load(&config)?;
+            let signer = runtime.checkpoint_signer(false)?;
             let db = database(&config).await?;
-            let (count, last) = idp_core::audit::verify_store(&db)
+            let report = idp_core::audit::verify_with_checkpoints(&db, &signer.public_key())
                 .await
-                .map_err(|e| format!("audit chain broken: {e}"))?;
-            println!("audit chain intact: {count} record(s), last hash {last}");
+                .map_err(|e| format!("audit log broken: {e}"))?;
+            println!(
+                "audit chain intact: {} record(s), last hash {}; {} checkpoint(s) verified, the last at record {}",
+                report.records,
+                report.last_hash,
+                report.checkpoints,
+                report
+                    .last_checkpoint
+                    .map_or("none".to_owned(), |s| s.to_string())
+            );
             Ok(())
         }
         Command::Audit {

@@ -74,7 +74,14 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         runtime.login,
     );
     let disclosure = Arc::new(DisclosureEngine::new(runtime.disclosure.1.clone()));
-    let audit = AuditLog::start(database.clone());
+    let signer = runtime
+        .checkpoint_signer(true)
+        .map_err(StartError::Database)?;
+    let audit = AuditLog::start(
+        database.clone(),
+        Some(Arc::new(signer)),
+        runtime.config.audit.checkpoint_every.max(1),
+    );
     let oidc = prepare_oidc(
         &runtime,
         &database,

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, SqliteConnection};
-use idp_core::audit::{AuditEvent, AuditLog, AuditStore, ChainBreak, VerifyError, verify_store};
+use idp_core::audit::{
+    AuditEvent, AuditLog, AuditStore, ChainBreak, CheckpointSigner, VerifyError, verify_store,
+    verify_with_checkpoints,
+};
 use idp_store::Database;
 use serde_json::json;
 
@@ -63,8 +66,12 @@ async fn broken_at(db: &Database) -> i64 {
 async fn suite(db: Database, raw: Raw) {
     db.migrate().await.expect("migrate");
     let db = Arc::new(db);
-    // 300 concurrent writers through group commit: one chain, no gap, no fork.
-    let log = AuditLog::start(db.clone());
+    // 300 concurrent writers through group commit: one chain, no gap, no fork; signed
+    // checkpoints along it.
+    let signer = Arc::new(
+        CheckpointSigner::from_pem(&CheckpointSigner::generate_pem().expect("key")).expect("key"),
+    );
+    let log = AuditLog::start(db.clone(), Some(signer.clone()), 50);
     let writers: Vec<_> = (0..300)
         .map(|i| {
             let log = log.clone();
@@ -76,6 +83,18 @@ async fn suite(db: Database, raw: Raw) {
     }
     let (count, _) = verify_store(db.as_ref()).await.expect("intact");
     assert_eq!(count, 300);
+    let report = verify_with_checkpoints(db.as_ref(), &signer.public_key())
+        .await
+        .expect("intact");
+    assert!(report.checkpoints >= 1, "{report:?}");
+    let last_checkpoint = report.last_checkpoint.expect("checkpointed");
+    // Another key's view: the checkpoints are not its.
+    let other =
+        CheckpointSigner::from_pem(&CheckpointSigner::generate_pem().expect("key")).expect("key");
+    assert!(matches!(
+        verify_with_checkpoints(db.as_ref(), &other.public_key()).await,
+        Err(VerifyError::BadCheckpoint { .. })
+    ));
 
     // The database itself refuses changes and early deletions.
     assert!(
@@ -87,6 +106,30 @@ async fn suite(db: Database, raw: Raw) {
 
     // An administrator drops the guards and tampers; verify names the first record.
     raw.drop_guards();
+    // Cutting the end of the chain, past a checkpoint: the chain alone still verifies, the
+    // checkpoint does not.
+    raw.exec(&format!(
+        "DELETE FROM audit_log WHERE seq >= {last_checkpoint}"
+    ))
+    .expect("truncate");
+    assert!(verify_store(db.as_ref()).await.is_ok());
+    assert!(matches!(
+        verify_with_checkpoints(db.as_ref(), &signer.public_key()).await,
+        Err(VerifyError::Truncated { seq, .. }) if seq == last_checkpoint
+    ));
+    raw.exec(&format!(
+        "DELETE FROM audit_checkpoints WHERE seq >= {last_checkpoint}"
+    ))
+    .expect("forget the checkpoint");
+    // The log goes on after the cut: 300 more records, no checkpoint.
+    AuditStore::append(
+        db.as_ref(),
+        (0..300).map(event).collect(),
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .expect("append");
+    assert!(verify_store(db.as_ref()).await.expect("intact").0 >= 300);
     raw.exec("UPDATE audit_log SET detail = '{\"claims\":[\"name\"]}' WHERE seq = 250")
         .expect("edit");
     assert_eq!(broken_at(&db).await, 250);

@@ -1,2 +1,3 @@
+DROP TABLE audit_checkpoints;
 DROP TABLE audit_log;
 DROP FUNCTION audit_log_guard();

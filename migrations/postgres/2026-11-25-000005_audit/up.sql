@@ -16,6 +16,17 @@ CREATE TABLE audit_log (
     hash TEXT NOT NULL
 );
 
+-- Signed checkpoints: an Ed25519 signature by the checkpoint key (a file, not in this
+-- database) over a record's number and hash, so that cutting the end of the chain, or
+-- rewriting it whole, is found by `idp audit verify`.
+CREATE TABLE audit_checkpoints (
+    seq BIGINT NOT NULL PRIMARY KEY CHECK (seq > 0),
+    hash TEXT NOT NULL,
+    at_micros BIGINT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+
 -- Export by time range; a doctor's own history.
 CREATE INDEX audit_log_at_idx ON audit_log (at_micros);
 CREATE INDEX audit_log_doctor_idx ON audit_log (doctor_id, seq);

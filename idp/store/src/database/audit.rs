@@ -4,12 +4,12 @@
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use idp_core::audit::{AuditEvent, AuditRecord, AuditStore, GENESIS, chain};
+use idp_core::audit::{AuditEvent, AuditRecord, AuditStore, Checkpoint, GENESIS, chain};
 use idp_core::store::StoreError;
 use time::OffsetDateTime;
 
 use super::doctors::db_error;
-use super::schema::audit_log;
+use super::schema::{audit_checkpoints, audit_log};
 use super::{Database, write_transaction};
 
 /// A row of `audit_log`, in column order.
@@ -61,6 +61,17 @@ impl AuditRow {
             hash: self.hash,
         }
     }
+}
+
+/// A row of `audit_checkpoints`, in column order.
+#[derive(Queryable, Insertable, Debug)]
+#[diesel(table_name = audit_checkpoints)]
+struct CheckpointRow {
+    seq: i64,
+    hash: String,
+    at_micros: i64,
+    key_id: String,
+    signature: String,
 }
 
 /// Attempts of an append that lost a race for the next sequence number.
@@ -127,6 +138,48 @@ impl AuditStore for Database {
                 .map_err(db_error)?
                 .into_iter()
                 .map(AuditRow::into_record)
+                .collect())
+        })
+        .await
+    }
+
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let row = CheckpointRow {
+            seq: checkpoint.seq,
+            hash: checkpoint.hash.clone(),
+            at_micros: checkpoint.at_micros,
+            key_id: checkpoint.key_id.clone(),
+            signature: checkpoint.signature.clone(),
+        };
+        let outcome = self
+            .run(move |conn| {
+                diesel::insert_into(audit_checkpoints::table)
+                    .values(&row)
+                    .execute(conn)
+                    .map_err(db_error)
+            })
+            .await;
+        match outcome {
+            // Another process checkpointed the same record.
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        self.run(move |conn| {
+            Ok(audit_checkpoints::table
+                .order(audit_checkpoints::seq.asc())
+                .load::<CheckpointRow>(conn)
+                .map_err(db_error)?
+                .into_iter()
+                .map(|r| Checkpoint {
+                    seq: r.seq,
+                    hash: r.hash,
+                    at_micros: r.at_micros,
+                    key_id: r.key_id,
+                    signature: r.signature,
+                })
                 .collect())
         })
         .await

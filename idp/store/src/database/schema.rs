@@ -110,3 +110,13 @@ diesel::table! {
         hash -> Text,
     }
 }
+
+diesel::table! {
+    audit_checkpoints (seq) {
+        seq -> BigInt,
+        hash -> Text,
+        at_micros -> BigInt,
+        key_id -> Text,
+        signature -> Text,
+    }
+}
