@@ -5,8 +5,8 @@
 mod common;
 
 use idp_core::disclosure::{Audience, DisclosureSettings, Item, Setting};
-use idp_core::doctor::{DoctorId, DoctorProfile};
-use idp_core::store::{DisclosureSettingsStore, DoctorDirectory, StoreError};
+use idp_core::doctor::DoctorId;
+use idp_core::store::{DisclosureSettingsStore, StoreError};
 use idp_store::Database;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -14,18 +14,7 @@ use time::macros::datetime;
 const T0: OffsetDateTime = datetime!(2026-11-24 09:00:00 UTC);
 
 async fn doctor(db: &Database, holder_id: &str) -> DoctorId {
-    db.provision(
-        &DoctorProfile {
-            hpki_holder_id: holder_id.to_owned(),
-            family_name: "日医".to_owned(),
-            given_name: "太郎".to_owned(),
-            ..DoctorProfile::default()
-        },
-        T0,
-    )
-    .await
-    .expect("provision")
-    .id
+    common::doctor_at(db, holder_id, T0).await
 }
 
 fn setting(item: Item, audience: Audience, allowed: bool) -> Setting {

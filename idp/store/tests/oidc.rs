@@ -10,7 +10,7 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Nullable};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use idp_core::doctor::{DoctorId, DoctorProfile};
+use idp_core::doctor::DoctorId;
 use idp_core::oidc::client::{ClientRegistration, SigningAlg, TokenEndpointAuthMethod};
 use idp_core::store::{
     ClientStore, Consent, ConsentStore, DoctorDirectory, KeyStore, RefreshRecord,
@@ -105,18 +105,7 @@ fn jwks_client(client_id: &str) -> ClientRegistration {
 }
 
 async fn doctor(db: &Database, holder_id: &str) -> DoctorId {
-    db.provision(
-        &DoctorProfile {
-            hpki_holder_id: holder_id.to_owned(),
-            family_name: "日医".to_owned(),
-            given_name: "太郎".to_owned(),
-            ..DoctorProfile::default()
-        },
-        T0,
-    )
-    .await
-    .expect("provision")
-    .id
+    common::doctor_at(db, holder_id, T0).await
 }
 
 fn key(kid: &str, alg: SigningAlg, created_at: OffsetDateTime) -> StoredKey {

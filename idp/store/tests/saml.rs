@@ -8,7 +8,7 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Nullable};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use idp_core::doctor::{DoctorId, DoctorProfile};
+use idp_core::doctor::DoctorId;
 use idp_core::store::{Consent, ConsentStore, DoctorDirectory, SpRecord, SpStore, StoreError};
 use idp_store::Database;
 use time::macros::datetime;
@@ -104,18 +104,7 @@ fn record(entity_id: &str, fetched_at: OffsetDateTime) -> SpRecord {
 }
 
 async fn doctor(db: &Database, holder_id: &str) -> DoctorId {
-    db.provision(
-        &DoctorProfile {
-            hpki_holder_id: holder_id.to_owned(),
-            family_name: "日医".to_owned(),
-            given_name: "太郎".to_owned(),
-            ..DoctorProfile::default()
-        },
-        T0,
-    )
-    .await
-    .expect("provision")
-    .id
+    common::doctor_at(db, holder_id, T0).await
 }
 
 fn consent(doctor: &DoctorId, client_id: &str) -> Consent {

@@ -165,3 +165,24 @@ pub const MIGRATIONS: &[&str] = &[
     "2026-11-25-000004_disclosure",
     "2026-11-25-000005_audit",
 ];
+
+/// A doctor record (日医 太郎) provisioned for `holder_id` at `at`: its ID.
+pub async fn doctor_at(
+    db: &idp_store::Database,
+    holder_id: &str,
+    at: time::OffsetDateTime,
+) -> idp_core::doctor::DoctorId {
+    use idp_core::store::DoctorDirectory as _;
+    db.provision(
+        &idp_core::doctor::DoctorProfile {
+            hpki_holder_id: holder_id.to_owned(),
+            family_name: "日医".to_owned(),
+            given_name: "太郎".to_owned(),
+            ..idp_core::doctor::DoctorProfile::default()
+        },
+        at,
+    )
+    .await
+    .expect("provision")
+    .id
+}
