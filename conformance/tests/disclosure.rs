@@ -8,10 +8,9 @@ mod harness;
 
 use std::process::Command;
 
-use hpki_rp_kit::{AuthParams, CallbackParams, ClientAuth, HttpClient, OidcClient};
+use hpki_rp_kit::{AuthParams, CallbackParams, OidcClient};
 use idp_core::disclosure::{Audience, Item, Setting};
 use idp_core::store::{DisclosureSettingsStore, DoctorDirectory};
-use openidconnect::{ClientId, ClientSecret, IssuerUrl, RedirectUrl};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -39,21 +38,7 @@ audience = "{audience}"
 }
 
 async fn kit(server: &Server, pki: &Pki, client_id: &str) -> OidcClient {
-    let root = std::fs::read(pki.path(&pki.manifest.server.ca)).unwrap();
-    let http = HttpClient::builder()
-        .extra_root_pem(&root)
-        .unwrap()
-        .build()
-        .unwrap();
-    OidcClient::discover(
-        IssuerUrl::new(server.public("")).unwrap(),
-        ClientId::new(client_id.into()),
-        ClientAuth::SecretBasic(ClientSecret::new(SECRET.into())),
-        RedirectUrl::new(REDIRECT.into()).unwrap(),
-        http,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("discovery failed: {e}\n{}", server.log()))
+    harness::oidc_kit(server, pki, client_id, SECRET, REDIRECT).await
 }
 
 /// A card login for `client_id` asking for [`SCOPES`]: the userinfo claims.

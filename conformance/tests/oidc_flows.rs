@@ -5,8 +5,7 @@
 
 mod harness;
 
-use hpki_rp_kit::{AuthParams, CallbackParams, ClientAuth, HttpClient, OidcClient, PendingLogin};
-use openidconnect::{ClientId, ClientSecret, IssuerUrl, RedirectUrl};
+use hpki_rp_kit::{AuthParams, CallbackParams, OidcClient, PendingLogin};
 use sha2::{Digest, Sha256};
 
 use harness::{
@@ -51,21 +50,7 @@ fn server_with_clients(pki: &Pki, clients: &str) -> Server {
 }
 
 async fn kit(server: &Server, pki: &Pki, client_id: &str) -> OidcClient {
-    let root = std::fs::read(pki.path(&pki.manifest.server.ca)).unwrap();
-    let http = HttpClient::builder()
-        .extra_root_pem(&root)
-        .unwrap()
-        .build()
-        .unwrap();
-    OidcClient::discover(
-        IssuerUrl::new(server.public("")).unwrap(),
-        ClientId::new(client_id.into()),
-        ClientAuth::SecretBasic(ClientSecret::new(SECRET.into())),
-        RedirectUrl::new(REDIRECT.into()).unwrap(),
-        http,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("discovery failed: {e}\n{}", server.log()))
+    harness::oidc_kit(server, pki, client_id, SECRET, REDIRECT).await
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {

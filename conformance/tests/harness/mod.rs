@@ -657,3 +657,31 @@ pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     let to = text[from..].find(end).unwrap() + from;
     &text[from..to]
 }
+
+/// relying-party-kit's OIDC client for `client_id` (client_secret_basic with `secret`,
+/// redirect URI `redirect`), discovering the server and trusting its test CA.
+#[allow(dead_code)]
+pub async fn oidc_kit(
+    server: &Server,
+    pki: &Pki,
+    client_id: &str,
+    secret: &str,
+    redirect: &str,
+) -> hpki_rp_kit::OidcClient {
+    use openidconnect::{ClientId, ClientSecret, IssuerUrl, RedirectUrl};
+    let root = std::fs::read(pki.path(&pki.manifest.server.ca)).expect("test CA");
+    let http = hpki_rp_kit::HttpClient::builder()
+        .extra_root_pem(&root)
+        .expect("test CA")
+        .build()
+        .expect("HTTP client");
+    hpki_rp_kit::OidcClient::discover(
+        IssuerUrl::new(server.public("")).expect("issuer"),
+        ClientId::new(client_id.into()),
+        hpki_rp_kit::ClientAuth::SecretBasic(ClientSecret::new(secret.into())),
+        RedirectUrl::new(redirect.into()).expect("redirect URI"),
+        http,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("discovery failed: {e}\n{}", server.log()))
+}

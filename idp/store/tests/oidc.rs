@@ -6,9 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use diesel::connection::SimpleConnection;
-use diesel::sql_types::{BigInt, Nullable};
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use idp_core::doctor::DoctorId;
 use idp_core::oidc::client::{ClientRegistration, SigningAlg, TokenEndpointAuthMethod};
@@ -21,47 +19,7 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use tokio::sync::Barrier;
 
-/// The database behind the store's back: to read columns the traits do not return and to
-/// corrupt rows.
-enum Raw {
-    Sqlite(String),
-    Postgres(String),
-}
-
-#[derive(QueryableByName)]
-struct Scalar {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    v: Option<i64>,
-}
-
-impl Raw {
-    fn exec(&self, sql: &str) {
-        match self {
-            Raw::Sqlite(path) => SqliteConnection::establish(path)
-                .expect("raw sqlite")
-                .batch_execute(sql),
-            Raw::Postgres(url) => PgConnection::establish(url)
-                .expect("raw postgres")
-                .batch_execute(sql),
-        }
-        .expect("raw sql");
-    }
-
-    /// The BIGINT (or NULL) that `sql` selects as `v`.
-    fn scalar(&self, sql: &str) -> Option<i64> {
-        let query = diesel::sql_query(sql);
-        match self {
-            Raw::Sqlite(path) => {
-                query.get_result::<Scalar>(&mut SqliteConnection::establish(path).expect("raw"))
-            }
-            Raw::Postgres(url) => {
-                query.get_result::<Scalar>(&mut PgConnection::establish(url).expect("raw"))
-            }
-        }
-        .expect("raw query")
-        .v
-    }
-}
+use common::Raw;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");

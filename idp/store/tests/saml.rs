@@ -4,9 +4,7 @@
 
 mod common;
 
-use diesel::connection::SimpleConnection;
-use diesel::sql_types::{BigInt, Nullable};
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use idp_core::doctor::DoctorId;
 use idp_core::store::{Consent, ConsentStore, DoctorDirectory, SpRecord, SpStore, StoreError};
@@ -14,47 +12,9 @@ use idp_store::Database;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-/// The database behind the store's back: to read columns the trait does not return, to
-/// corrupt rows and to make statements fail.
-enum Raw {
-    Sqlite(String),
-    Postgres(String),
-}
-
-#[derive(QueryableByName)]
-struct Scalar {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    v: Option<i64>,
-}
+use common::Raw;
 
 impl Raw {
-    fn exec(&self, sql: &str) {
-        match self {
-            Raw::Sqlite(path) => SqliteConnection::establish(path)
-                .expect("raw sqlite")
-                .batch_execute(sql),
-            Raw::Postgres(url) => PgConnection::establish(url)
-                .expect("raw postgres")
-                .batch_execute(sql),
-        }
-        .expect("raw sql");
-    }
-
-    /// The BIGINT (or NULL) that `sql` selects as `v`.
-    fn scalar(&self, sql: &str) -> Option<i64> {
-        let query = diesel::sql_query(sql);
-        match self {
-            Raw::Sqlite(path) => {
-                query.get_result::<Scalar>(&mut SqliteConnection::establish(path).expect("raw"))
-            }
-            Raw::Postgres(url) => {
-                query.get_result::<Scalar>(&mut PgConnection::establish(url).expect("raw"))
-            }
-        }
-        .expect("raw query")
-        .v
-    }
-
     /// Makes every `DELETE FROM saml_sps` fail (a trigger), or lets it succeed again.
     fn refuse_sp_deletes(&self, refuse: bool) {
         let sql = match (self, refuse) {

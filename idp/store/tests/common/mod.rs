@@ -186,3 +186,51 @@ pub async fn doctor_at(
     .expect("provision")
     .id
 }
+
+/// The database behind the store's back: to read columns the traits do not return, to
+/// corrupt or tamper with rows and to make statements fail.
+pub enum Raw {
+    Sqlite(String),
+    Postgres(String),
+}
+
+#[derive(diesel::QueryableByName)]
+struct Scalar {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    v: Option<i64>,
+}
+
+impl Raw {
+    /// Runs `sql`; the database's error as text.
+    pub fn try_exec(&self, sql: &str) -> Result<(), String> {
+        match self {
+            Raw::Sqlite(path) => diesel::SqliteConnection::establish(path)
+                .expect("raw sqlite")
+                .batch_execute(sql),
+            Raw::Postgres(url) => PgConnection::establish(url)
+                .expect("raw postgres")
+                .batch_execute(sql),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Runs `sql`, which must succeed.
+    pub fn exec(&self, sql: &str) {
+        self.try_exec(sql).expect("raw sql");
+    }
+
+    /// The BIGINT (or NULL) that `sql` selects as `v`.
+    pub fn scalar(&self, sql: &str) -> Option<i64> {
+        use diesel::RunQueryDsl as _;
+        let query = diesel::sql_query(sql);
+        match self {
+            Raw::Sqlite(path) => query
+                .get_result::<Scalar>(&mut diesel::SqliteConnection::establish(path).expect("raw")),
+            Raw::Postgres(url) => {
+                query.get_result::<Scalar>(&mut PgConnection::establish(url).expect("raw"))
+            }
+        }
+        .expect("raw query")
+        .v
+    }
+}
