@@ -42,24 +42,20 @@ async fn kit(server: &Server, pki: &Pki, client_id: &str) -> OidcClient {
 }
 
 /// A card login for `client_id` asking for [`SCOPES`]: the userinfo claims.
-async fn released(server: &Server, pki: &Pki, client_id: &str) -> Value {
-    let kit = kit(server, pki, client_id).await;
+/// A card login in a new browser from `url` (an authorization request): the query the
+/// browser brings back to the redirect URI.
+async fn callback(server: &Server, pki: &Pki, url: &str) -> String {
     let mut browser = Browser::new(pki);
-    let (url, pending) = kit.begin(SCOPES, &AuthParams::hpki_card());
-    let query = match browse(
-        server,
-        pki,
-        &mut browser,
-        url.as_str(),
-        "doctor",
-        true,
-        REDIRECT,
-    )
-    .await
-    {
+    match browse(server, pki, &mut browser, url, "doctor", true, REDIRECT).await {
         Leg::Callback(query) => query,
         Leg::Page(status, reason) => panic!("stopped at {status} {reason:?}\n{}", server.log()),
-    };
+    }
+}
+
+async fn released(server: &Server, pki: &Pki, client_id: &str) -> Value {
+    let kit = kit(server, pki, client_id).await;
+    let (url, pending) = kit.begin(SCOPES, &AuthParams::hpki_card());
+    let query = callback(server, pki, url.as_str()).await;
     let login = kit
         .finish(pending, &CallbackParams::from_query(&query).unwrap())
         .await
@@ -135,25 +131,10 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         "claims",
         r#"{"id_token":{"doctor_registration_number":{"essential":true}}}"#,
     );
-    let mut browser = Browser::new(pki);
-    match browse(
-        &server,
-        pki,
-        &mut browser,
-        url.as_str(),
-        "doctor",
-        true,
-        REDIRECT,
-    )
-    .await
-    {
-        Leg::Callback(query) => {
-            assert!(query.contains("error=access_denied"), "{query}");
-            assert!(query.contains("doctor_registration_number"), "{query}");
-            assert!(!query.contains("code="), "{query}");
-        }
-        Leg::Page(status, reason) => panic!("stopped at {status} {reason:?}"),
-    }
+    let query = callback(&server, pki, url.as_str()).await;
+    assert!(query.contains("error=access_denied"), "{query}");
+    assert!(query.contains("doctor_registration_number"), "{query}");
+    assert!(!query.contains("code="), "{query}");
 
     // `idp explain` names the policy that withholds and the one that permits.
     let config = server.config.to_str().unwrap();
