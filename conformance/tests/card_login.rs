@@ -49,6 +49,7 @@ async fn every_bad_card_is_refused_with_its_reason() {
     let server = start(pki, ServerOptions::default());
     let bad: Vec<_> = pki.manifest.cards.iter().filter(|c| !c.good).collect();
     assert!(bad.len() >= 10, "the test PKI must hold every bad card");
+    let mut refused = Vec::new();
     for card in bad {
         let expected = card.expect.as_deref().unwrap();
         let browser = client(pki, None);
@@ -57,10 +58,25 @@ async fn every_bad_card_is_refused_with_its_reason() {
         match (expected, step) {
             // No verifiable chain: the handshake itself fails (DESIGN.md §3).
             ("unknown_issuer", CardStep::Handshake(_)) => {}
-            (_, CardStep::Refused(403, code)) => assert_eq!(code, expected, "card {}", card.name),
+            (_, CardStep::Refused(403, code)) => {
+                assert_eq!(code, expected, "card {}", card.name);
+                refused.push(code);
+            }
             (_, other) => panic!("card {} expected {expected}, got {other:?}", card.name),
         }
     }
+    // Each refusal that reached the IdP is in the audit log with its reason.
+    let out = std::process::Command::new(harness::idp_bin())
+        .args(["audit", "export", "-c", server.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let reasons: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"]["kind"] == "login.failure")
+        .map(|r| r["event"]["detail"]["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, refused, "{}", server.log());
 }
 
 #[tokio::test]

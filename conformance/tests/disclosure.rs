@@ -193,19 +193,42 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         .unwrap();
     assert_eq!(email["reason"], "doctor_setting", "{json:#}");
 
-    // Every release was recorded before its code existed: claim names, never values.
+    // Every login and every release was recorded before the answer: claim names, never
+    // values. Four card logins (one refused for its essential claim), three releases.
     let (ok, text) = idp(&["audit", "verify", "-c", config]);
     assert!(
-        ok && text.contains("audit chain intact: 3 record(s)"),
+        ok && text.contains("audit chain intact: 7 record(s)"),
         "{text}"
     );
+    assert!(text.contains("checkpoint(s) verified"), "{text}");
     let (ok, export, _) = idp_split(&["audit", "export", "-c", config]);
     assert!(ok, "{export}");
     let records: Vec<Value> = export
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 3, "{export}");
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "login.success").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "release").count(),
+        3,
+        "{kinds:?}"
+    );
+    let login = records
+        .iter()
+        .find(|r| r["event"]["kind"] == "login.success")
+        .unwrap();
+    assert_eq!(
+        login["event"]["detail"]["acr"],
+        idp_vocabulary::authn::ACR_HPKI_CARD
+    );
     let third_release = records
         .iter()
         .find(|r| r["event"]["relying_party"] == "third")

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditLog};
 use crate::doctor::{Doctor, DoctorProfile};
 use crate::hpki::{HpkiCredential, HpkiRefusal, HpkiValidator, PeerCertificate};
 use crate::secret::{Secret, digests_match};
@@ -174,6 +175,7 @@ struct TicketRecord {
 /// The card login.
 #[derive(Debug, Clone)]
 pub struct LoginService {
+    audit: AuditLog,
     store: Arc<dyn EphemeralStore>,
     doctors: Arc<dyn DoctorDirectory>,
     validator: Arc<HpkiValidator>,
@@ -183,6 +185,7 @@ pub struct LoginService {
 
 impl LoginService {
     pub fn new(
+        audit: AuditLog,
         store: Arc<dyn EphemeralStore>,
         doctors: Arc<dyn DoctorDirectory>,
         validator: Arc<HpkiValidator>,
@@ -190,6 +193,7 @@ impl LoginService {
         policy: LoginPolicy,
     ) -> Self {
         Self {
+            audit,
             store,
             doctors,
             validator,
@@ -224,6 +228,9 @@ impl LoginService {
 
     /// Authenticates the presented card for the pending login `request`. Returns the
     /// one-time ticket that completes the login on the public origin.
+    ///
+    /// Every outcome but a rate-limited attempt is audited (`login.success`,
+    /// `login.failure` with the reason); a success whose record cannot be written fails.
     pub async fn authenticate(
         &self,
         request: &Secret,
@@ -231,6 +238,56 @@ impl LoginService {
         client: IpAddr,
         now: OffsetDateTime,
     ) -> Result<Secret, LoginError> {
+        let fingerprint = peer.as_ref().ok().map(|p| hex::encode(p.fingerprint()));
+        match self.authenticate_card(request, peer, client, now).await {
+            Ok((ticket, session)) => {
+                let event = AuditEvent {
+                    kind: "login.success".into(),
+                    actor: session.doctor_id.as_str().to_owned(),
+                    doctor: Some(session.doctor_id.as_str().to_owned()),
+                    relying_party: None,
+                    detail: serde_json::json!({
+                        "acr": session.acr,
+                        "sid": session.sid,
+                        "certificate": {
+                            "issuer": session.card.issuer,
+                            "serial": session.card.serial,
+                            "fingerprint": session.card.fingerprint,
+                        },
+                        "client_address": client.to_string(),
+                    }),
+                };
+                self.audit.record(event).await?;
+                Ok(ticket)
+            }
+            Err(LoginError::RateLimited) => Err(LoginError::RateLimited),
+            Err(error) => {
+                let event = AuditEvent {
+                    kind: "login.failure".into(),
+                    actor: "anonymous".into(),
+                    doctor: None,
+                    relying_party: None,
+                    detail: serde_json::json!({
+                        "reason": error.code(),
+                        "certificate_fingerprint": fingerprint,
+                        "client_address": client.to_string(),
+                    }),
+                };
+                if let Err(e) = self.audit.record(event).await {
+                    tracing::error!(error = %e, "a login failure could not be audited");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn authenticate_card(
+        &self,
+        request: &Secret,
+        peer: Result<PeerCertificate, HpkiRefusal>,
+        client: IpAddr,
+        now: OffsetDateTime,
+    ) -> Result<(Secret, Session), LoginError> {
         let limit = self.policy.rate_limit;
         let address_key = format!("ratelimit:addr:{client}");
         let certificate_key = peer
@@ -279,7 +336,7 @@ impl LoginService {
                 self.policy.ticket_ttl,
             )
             .await?;
-        Ok(ticket)
+        Ok((ticket, record.session))
     }
 
     /// Redeems the ticket in the browser that started the login and opens the session.

@@ -66,14 +66,6 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         Duration::from_secs(runtime.config.hpki.revocation.url_refresh_secs.max(1)),
     );
     let sessions = Sessions::new(ephemeral.clone(), runtime.session);
-    let login = LoginService::new(
-        ephemeral.clone(),
-        doctors.clone(),
-        validator.clone(),
-        sessions,
-        runtime.login,
-    );
-    let disclosure = Arc::new(DisclosureEngine::new(runtime.disclosure.1.clone()));
     let signer = runtime
         .checkpoint_signer(true)
         .map_err(StartError::Database)?;
@@ -82,6 +74,15 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         Some(Arc::new(signer)),
         runtime.config.audit.checkpoint_every.max(1),
     );
+    let login = LoginService::new(
+        audit.clone(),
+        ephemeral.clone(),
+        doctors.clone(),
+        validator.clone(),
+        sessions,
+        runtime.login,
+    );
+    let disclosure = Arc::new(DisclosureEngine::new(runtime.disclosure.1.clone()));
     let oidc = prepare_oidc(
         &runtime,
         &database,
