@@ -94,9 +94,12 @@ impl Runtime {
         let path = self.checkpoint_key_path();
         if create && !path.exists() {
             let pem = idp_core::audit::CheckpointSigner::generate_pem()?;
-            write_private(&path, &pem)
-                .map_err(|e| format!("audit.checkpoint_key {}: {e}", path.display()))?;
-            tracing::info!(path = %path.display(), "audit checkpoint key created");
+            match write_private(&path, &pem) {
+                Ok(()) => tracing::info!(path = %path.display(), "audit checkpoint key created"),
+                // Another process starting at the same time created it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("audit.checkpoint_key {}: {e}", path.display())),
+            }
         }
         let pem = std::fs::read_to_string(&path)
             .map_err(|e| format!("audit.checkpoint_key {}: {e}", path.display()))?;
