@@ -193,11 +193,12 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         .unwrap();
     assert_eq!(email["reason"], "doctor_setting", "{json:#}");
 
-    // Every login and every release was recorded before the answer: claim names, never
-    // values. Four card logins (one refused for its essential claim), three releases.
+    // Every login, release and token was recorded before the answer: claim names, never
+    // values. Four card logins (one refused for its essential claim), three releases, three
+    // token responses.
     let (ok, text) = idp(&["audit", "verify", "-c", config]);
     assert!(
-        ok && text.contains("audit chain intact: 7 record(s)"),
+        ok && text.contains("audit chain intact: 10 record(s)"),
         "{text}"
     );
     assert!(text.contains("checkpoint(s) verified"), "{text}");

@@ -671,4 +671,26 @@ async fn a_doctor_sees_and_withdraws_a_consent_which_revokes_the_refresh_tokens(
     let response = browser.get(url.as_str()).await;
     assert_eq!(response.status(), 200);
     assert!(response.text().await.unwrap().contains(r#"name="pending""#));
+    // The audit log has the consent, its withdrawal and the tokens, in that order.
+    let out = std::process::Command::new(harness::idp_bin())
+        .args(["audit", "export", "-c", server.config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let kinds: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| r["event"]["kind"].as_str().unwrap().to_owned())
+        .filter(|k| k.starts_with("consent.") || k == "token.issued")
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("consent.given"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("consent.revoked"),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "token.issued"), "{kinds:?}");
 }

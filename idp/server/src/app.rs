@@ -608,7 +608,17 @@ async fn revoke_consent(
         .revoke_consent(&session.doctor_id, &form.client_id, state.now())
         .await
     {
-        Ok(_) => see_other("/account"),
+        Ok(_) => {
+            let event =
+                idp_core::audit::AuditEvent::consent_revoked(&session.doctor_id, &form.client_id);
+            match state.oidc.provider.stores().audit.record(event).await {
+                Ok(()) => see_other("/account"),
+                Err(e) => {
+                    tracing::error!(error = %e, "consent revocation could not be audited");
+                    HttpResponse::ServiceUnavailable().finish()
+                }
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "consent revocation failed");
             HttpResponse::ServiceUnavailable().finish()

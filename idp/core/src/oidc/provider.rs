@@ -597,6 +597,7 @@ impl Provider {
             .as_ref()
             .filter(|_| client.auth_method == super::client::TokenEndpointAuthMethod::TlsClientAuth)
             .map(ClientCertificate::x5t_s256);
+        let certificate_bound = cnf.is_some();
         let issued = if grant_type == "authorization_code" {
             let code = form
                 .code
@@ -638,6 +639,19 @@ impl Provider {
             issued
         };
         let id_token = self.id_token(&client, &issued, now).await?;
+        // Nothing leaves the token endpoint unrecorded.
+        let event = AuditEvent::tokens_issued(
+            &issued.authorization,
+            grant_type,
+            issued.refresh_token.is_some(),
+            certificate_bound,
+        );
+        if self.stores.audit.record(event).await.is_err() {
+            return Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "try again later",
+            ));
+        }
         Ok(TokenResponse {
             access_token: issued.access_token.dangerous_expose().to_owned(),
             token_type: "Bearer",

@@ -318,6 +318,41 @@ impl AuditEvent {
         }
     }
 
+    /// Tokens issued at the token endpoint (`grant_type` `authorization_code` or
+    /// `refresh_token`): what they carry, never the tokens.
+    pub fn tokens_issued(
+        authorization: &super::grant::Authorization,
+        grant_type: &str,
+        refresh_token: bool,
+        certificate_bound: bool,
+    ) -> Self {
+        Self {
+            kind: "token.issued".into(),
+            actor: authorization.client_id.clone(),
+            doctor: Some(authorization.doctor_id.as_str().to_owned()),
+            relying_party: Some(authorization.client_id.clone()),
+            detail: json!({
+                "grant_type": grant_type,
+                "scopes": authorization.scopes,
+                "claims": authorization.released,
+                "refresh_token": refresh_token,
+                "certificate_bound": certificate_bound,
+                "sid": authorization.sid,
+            }),
+        }
+    }
+
+    /// A consent withdrawn by the doctor (the relying party's refresh tokens with it).
+    pub fn consent_revoked(doctor: &crate::doctor::DoctorId, relying_party: &str) -> Self {
+        Self {
+            kind: "consent.revoked".into(),
+            actor: doctor.as_str().to_owned(),
+            doctor: Some(doctor.as_str().to_owned()),
+            relying_party: Some(relying_party.to_owned()),
+            detail: json!({"refresh_tokens": "revoked"}),
+        }
+    }
+
     /// A consent given on the consent page.
     pub fn consent_given(consent: &Consent, protocol: Protocol) -> Self {
         Self {
