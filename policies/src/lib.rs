@@ -203,16 +203,14 @@ pub struct DisclosurePolicy {
     schema: Schema,
     policies: PolicySet,
     /// Audiences, claim groups and claims.
-    base: Vec<Entity>,
     entities_base: Entities,
     version: String,
     /// `@reason` of each policy, by `@id`.
     reasons: BTreeMap<String, String>,
-    /// Policy files and their text, as loaded.
-    sources: Vec<(String, String)>,
     authorizer: Authorizer,
     action: EntityUid,
-    claim_uids: HashMap<&'static str, EntityUid>,
+    /// The entity of each claim of [`CLAIMS`], by position.
+    claim_uids: Vec<EntityUid>,
     /// Verdicts already computed (see [`DisclosurePolicy::decide`]).
     memo: RwLock<HashMap<String, Arc<Memo>>>,
 }
@@ -342,8 +340,7 @@ impl DisclosurePolicy {
                 .collect();
             return Err(PolicyError::Invalid(errors.join("\n")));
         }
-        let base = base_entities();
-        let entities_base = Entities::from_entities(base.clone(), Some(&schema))
+        let entities_base = Entities::from_entities(base_entities(), Some(&schema))
             .map_err(|e| PolicyError::Schema(format!("the IdP's entities do not fit: {e}")))?;
         let mut hash = Sha256::new();
         hash.update(schema_text.as_bytes());
@@ -356,16 +353,14 @@ impl DisclosurePolicy {
         let version = format!("sha256:{}", &hex::encode(hash.finalize())[..16]);
         let claim_uids = CLAIMS
             .iter()
-            .map(|(name, _)| (*name, uid("Idp::Claim", name)))
+            .map(|(name, _)| uid("Idp::Claim", name))
             .collect();
         Ok(Self {
             schema,
             policies,
-            base,
             entities_base,
             version,
             reasons,
-            sources: files,
             authorizer: Authorizer::new(),
             action: uid("Idp::Action", "release"),
             claim_uids,
@@ -389,11 +384,6 @@ impl DisclosurePolicy {
         self.reasons.get(id).map(String::as_str)
     }
 
-    /// The policy files as loaded.
-    pub fn sources(&self) -> &[(String, String)] {
-        &self.sources
-    }
-
     /// How many policies permit (`true`) or forbid (`false`).
     pub fn count(&self, effect_permit: bool) -> usize {
         self.policies
@@ -402,8 +392,10 @@ impl DisclosurePolicy {
             .count()
     }
 
-    /// The entities of one decision: the base ones and the relying party.
-    fn entities_for(&self, recipient: &Recipient<'_>) -> Result<Entities, String> {
+    /// The entities of one decision (the base ones and the relying party) and the
+    /// relying party's UID.
+    fn entities_for(&self, recipient: &Recipient<'_>) -> Result<(Entities, EntityUid), String> {
+        let principal = uid("Idp::RelyingParty", recipient.id);
         let attrs = HashMap::from([
             (
                 "protocol".to_owned(),
@@ -415,15 +407,17 @@ impl DisclosurePolicy {
             ),
         ]);
         let rp = Entity::new(
-            uid("Idp::RelyingParty", recipient.id),
+            principal.clone(),
             attrs,
             HashSet::from([uid("Idp::Audience", recipient.audience.as_str())]),
         )
         .map_err(|e| e.to_string())?;
-        self.entities_base
+        let entities = self
+            .entities_base
             .clone()
             .add_entities([rp], None)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok((entities, principal))
     }
 
     /// The verdict on each claim (by base name) for `recipient`, in order.
@@ -439,8 +433,8 @@ impl DisclosurePolicy {
         claims: impl IntoIterator<Item = (&'c str, ClaimContext<'c>)>,
     ) -> Vec<Verdict> {
         let claims: Vec<(&str, ClaimContext<'_>)> = claims.into_iter().collect();
-        let mut entities: Option<Entities> = None;
-        let principal = uid("Idp::RelyingParty", recipient.id);
+        // Built only when a verdict is not remembered yet.
+        let mut entities: Option<(Entities, EntityUid)> = None;
         let mut memo_of: HashMap<(&str, &str), Arc<Memo>> = HashMap::new();
         let mut out = Vec::with_capacity(claims.len());
         for (name, context) in claims {
@@ -459,7 +453,7 @@ impl DisclosurePolicy {
                 out.push(verdict.clone());
                 continue;
             }
-            let entities = match &entities {
+            let (entities, principal) = match &entities {
                 Some(e) => e,
                 None => match self.entities_for(recipient) {
                     Ok(e) => entities.insert(e),
@@ -470,7 +464,7 @@ impl DisclosurePolicy {
                     }
                 },
             };
-            let verdict = self.decide_one(entities, &principal, name, &context);
+            let verdict = self.decide_one(entities, principal, &self.claim_uids[index], &context);
             out.push(slot.get_or_init(|| verdict).clone());
         }
         out
@@ -514,12 +508,9 @@ impl DisclosurePolicy {
         &self,
         entities: &Entities,
         principal: &EntityUid,
-        name: &str,
+        resource: &EntityUid,
         context: &ClaimContext<'_>,
     ) -> Verdict {
-        let Some(resource) = self.claim_uids.get(name) else {
-            return Verdict::UnknownClaim;
-        };
         let context = Context::from_pairs([
             (
                 "doctor_allows".to_owned(),
@@ -581,11 +572,6 @@ impl DisclosurePolicy {
     /// The schema (tests validate requests against it).
     pub fn schema(&self) -> &Schema {
         &self.schema
-    }
-
-    /// The base entities (audiences, claim groups, claims).
-    pub fn base_entities(&self) -> &[Entity] {
-        &self.base
     }
 }
 
