@@ -285,6 +285,11 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         text.contains("disclosure.policies") && text.contains("nope"),
         "{text}"
     );
+    // `idp policy check -c` reads the configuration's folder, and only that.
+    let (ok, text) = idp(&["policy", "check", "-c", copy.to_str().unwrap()]);
+    assert!(!ok && text.contains("nope"), "{text}");
+    let (ok, text) = idp(&["policy", "check", "-c", config]);
+    assert!(ok && text.contains("compiled-in defaults"), "{text}");
 }
 
 #[test]

@@ -274,8 +274,8 @@ impl ReleasePolicy for DisclosureEngine {
                     Verdict::UnknownClaim => Withheld::UnknownClaim,
                     Verdict::NotPermitted | Verdict::Permitted(_) => Withheld::NotPermitted,
                 })
-            } else if !context.doctor_allows {
-                Some(Withheld::DoctorSetting(item_of(name).unwrap_or(Item::Name)))
+            } else if let Some(item) = item_of(name).filter(|_| !context.doctor_allows) {
+                Some(Withheld::DoctorSetting(item))
             } else if !context.consented {
                 Some(Withheld::NoConsent)
             } else {

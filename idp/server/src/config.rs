@@ -76,14 +76,10 @@ fn default_checkpoint_every() -> usize {
 }
 
 impl Runtime {
-    /// The checkpoint key's file, resolved against the configuration's folder.
+    /// The checkpoint key's file, resolved against the configuration's folder (an
+    /// absolute path stays as it is).
     pub fn checkpoint_key_path(&self) -> PathBuf {
-        let path = &self.config.audit.checkpoint_key;
-        if path.is_absolute() {
-            path.clone()
-        } else {
-            self.base_dir.join(path)
-        }
+        self.base_dir.join(&self.config.audit.checkpoint_key)
     }
 
     /// The checkpoint signer; the key file is created (mode 0600) when missing.
@@ -523,8 +519,8 @@ pub struct Runtime {
     pub mtls_client_cas: Vec<CertificateDer<'static>>,
     /// The SAML IdP, when configured.
     pub saml: Option<SamlRuntime>,
-    /// The disclosure policy, loaded and validated (the resolved folder, if any).
-    pub disclosure: (Option<PathBuf>, Arc<idp_core::disclosure::DisclosurePolicy>),
+    /// The disclosure policy, loaded and validated.
+    pub disclosure: Arc<idp_core::disclosure::DisclosurePolicy>,
 }
 
 impl Config {
@@ -755,9 +751,8 @@ impl Config {
             clients.push(registration);
         }
         let saml = self.saml_runtime(&resolve)?;
-        let policies_dir = self.disclosure.policies.as_deref().map(resolve);
-        let policy = match &policies_dir {
-            Some(dir) => idp_core::disclosure::DisclosurePolicy::load(dir),
+        let policy = match self.disclosure.policies.as_deref() {
+            Some(dir) => idp_core::disclosure::DisclosurePolicy::load(&resolve(dir)),
             None => idp_core::disclosure::DisclosurePolicy::builtin(),
         }
         .map_err(|e| ConfigError::Invalid {
@@ -767,7 +762,7 @@ impl Config {
         Ok(Arc::new(Runtime {
             saml,
             clients,
-            disclosure: (policies_dir, Arc::new(policy)),
+            disclosure: Arc::new(policy),
             mtls_client_cas,
             base_dir: base_dir.to_owned(),
             public_identity,

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use idp_core::disclosure::{DisclosureEngine, DisclosurePolicy};
@@ -535,24 +534,25 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Policy {
             command: PolicyCommand::Check { dir, config },
         } => {
-            let (policy, source) = match (dir, config) {
-                (Some(dir), _) => (
-                    Arc::new(DisclosurePolicy::load(&dir).map_err(|e| e.to_string())?),
-                    dir.display().to_string(),
-                ),
-                (None, Some(config)) => {
-                    let runtime = load(&config)?;
-                    let (dir, policy) = &runtime.disclosure;
-                    let source = dir.as_ref().map_or("compiled-in defaults".to_owned(), |d| {
-                        d.display().to_string()
-                    });
-                    (policy.clone(), source)
-                }
-                (None, None) => (
-                    Arc::new(DisclosurePolicy::builtin().map_err(|e| e.to_string())?),
+            // The configuration's folder is read as the server reads it, relative to the
+            // configuration file; nothing else of the configuration is loaded.
+            let dir = match (dir, config) {
+                (Some(dir), _) => Some(dir),
+                (None, Some(config)) => Config::load(&config)
+                    .map_err(|e| e.to_string())?
+                    .disclosure
+                    .policies
+                    .map(|p| base_dir(&config).join(p)),
+                (None, None) => None,
+            };
+            let (policy, source) = match &dir {
+                Some(dir) => (DisclosurePolicy::load(dir), dir.display().to_string()),
+                None => (
+                    DisclosurePolicy::builtin(),
                     "compiled-in defaults".to_owned(),
                 ),
             };
+            let policy = policy.map_err(|e| e.to_string())?;
             print!(
                 "{}",
                 idp_server::disclosure::policy_summary(&policy, &source)
@@ -567,7 +567,7 @@ async fn run(command: Command) -> Result<(), String> {
         } => {
             let runtime = load(&config)?;
             let db = database(&config).await?;
-            let engine = DisclosureEngine::new(runtime.disclosure.1.clone());
+            let engine = DisclosureEngine::new(runtime.disclosure.clone());
             let explanation = idp_server::disclosure::explain(
                 &engine,
                 idp_server::disclosure::ExplainStores {

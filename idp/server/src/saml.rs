@@ -549,9 +549,6 @@ pub async fn register_sp(
     Ok(sp.entity_id)
 }
 
-/// The stores of the SAML IdP.
-pub use idp_saml::idp::IdpStores as SamlStores;
-
 /// The SAML IdP: configured SPs registered (URL metadata fetched), settings built.
 pub async fn prepare(
     runtime: &Runtime,

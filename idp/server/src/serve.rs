@@ -82,7 +82,7 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         sessions,
         runtime.login,
     );
-    let disclosure = Arc::new(DisclosureEngine::new(runtime.disclosure.1.clone()));
+    let disclosure = Arc::new(DisclosureEngine::new(runtime.disclosure.clone()));
     let oidc = prepare_oidc(
         &runtime,
         &database,
@@ -94,7 +94,7 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
     .await?;
     let saml = crate::saml::prepare(
         &runtime,
-        crate::saml::SamlStores {
+        idp_saml::idp::IdpStores {
             audit,
             sps: database.clone(),
             consents: database.clone(),
