@@ -5,11 +5,9 @@
 
 mod harness;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use harness::{
-    Browser, CardStep, ServerOptions, between, client, location, pki, present,
-    saml_certificate_pem, saml_redirect_request, saml_table, start,
+    Browser, ServerOptions, between, pki, posted_saml_response, saml_certificate_pem, saml_login,
+    saml_table, start,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -86,36 +84,9 @@ async fn logging_out_at_the_idp_sends_a_signed_soap_logout_request() {
 
     // SP-initiated login with the card, up to the auto-POST page.
     let mut browser = Browser::new(pki);
-    let sso = server.public("/saml/sso");
-    let mut url = format!("{sso}?{}", saml_redirect_request(SP, &sso));
-    let page = loop {
-        if url.starts_with(&server.login("")) {
-            match present(&client(pki, Some("doctor")), &url).await {
-                CardStep::Ticket(next) => {
-                    url = next;
-                    continue;
-                }
-                other => panic!("card login: {other:?}"),
-            }
-        }
-        let absolute = if url.starts_with('/') {
-            server.public(&url)
-        } else {
-            url.clone()
-        };
-        let response = browser.get(&absolute).await;
-        if response.status() == 303 {
-            url = location(&response);
-            continue;
-        }
-        assert_eq!(response.status(), 200);
-        break response.text().await.unwrap();
-    };
-    let response = String::from_utf8(
-        B64.decode(between(&page, "name=\"SAMLResponse\" value=\"", "\""))
-            .unwrap(),
-    )
-    .unwrap();
+    let (status, page) = saml_login(&server, pki, &mut browser, SP, "doctor").await;
+    assert_eq!(status, 200, "{page}");
+    let response = posted_saml_response(&page);
     let name_id = between(&response, "<saml:NameID ", "</saml:NameID>")
         .split_once('>')
         .unwrap()

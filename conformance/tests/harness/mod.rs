@@ -652,6 +652,55 @@ pub async fn browse(
     panic!("too many redirects from {url}");
 }
 
+/// An SP-initiated SAML login of `card` in `browser` (HTTP-Redirect, unsigned request from
+/// `entity_id`), up to the page the IdP answers with: its status and body (the auto-POST
+/// form of the Response on success).
+#[allow(dead_code)]
+pub async fn saml_login(
+    server: &Server,
+    pki: &Pki,
+    browser: &mut Browser,
+    entity_id: &str,
+    card: &str,
+) -> (u16, String) {
+    let sso = server.public("/saml/sso");
+    let mut url = format!("{sso}?{}", saml_redirect_request(entity_id, &sso));
+    for _ in 0..12 {
+        if url.starts_with(&server.login("")) {
+            match present(&client(pki, Some(card)), &url).await {
+                CardStep::Ticket(next) => {
+                    url = next;
+                    continue;
+                }
+                other => panic!("card login: {other:?}"),
+            }
+        }
+        let absolute = if url.starts_with('/') {
+            server.public(&url)
+        } else {
+            url.clone()
+        };
+        let response = browser.get(&absolute).await;
+        if response.status() == 303 {
+            url = location(&response);
+            continue;
+        }
+        let status = response.status().as_u16();
+        return (status, response.text().await.unwrap());
+    }
+    panic!("too many redirects from {url}");
+}
+
+/// The SAML Response (XML) an auto-POST page carries.
+#[allow(dead_code)]
+pub fn posted_saml_response(page: &str) -> String {
+    let encoded = between(page, "name=\"SAMLResponse\" value=\"", "\"");
+    String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap(),
+    )
+    .unwrap()
+}
+
 pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     let from = text.find(start).unwrap() + start.len();
     let to = text[from..].find(end).unwrap() + from;

@@ -322,6 +322,15 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// A doctor's own records, newest first: up to `limit` with `seq < before` (all when
+    /// `before` is `None`).
+    async fn records_of(
+        &self,
+        doctor: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// What `idp audit verify` found.
@@ -416,6 +425,7 @@ type Ack = oneshot::Sender<Result<(), StoreError>>;
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     sender: mpsc::Sender<(AuditEvent, Ack)>,
+    store: Arc<dyn AuditStore>,
 }
 
 /// Events gathered into one transaction at most.
@@ -431,7 +441,9 @@ impl AuditLog {
         every: usize,
     ) -> Self {
         let (sender, mut receiver) = mpsc::channel::<(AuditEvent, Ack)>(4096);
+        let writer = store.clone();
         tokio::spawn(async move {
+            let store = writer;
             let mut since_checkpoint = usize::MAX;
             while let Some(first) = receiver.recv().await {
                 let mut batch = vec![first];
@@ -466,7 +478,12 @@ impl AuditLog {
                 }
             }
         });
-        Self { sender }
+        Self { sender, store }
+    }
+
+    /// The store the log writes to, for reading (history, verification, export).
+    pub fn store(&self) -> &dyn AuditStore {
+        self.store.as_ref()
     }
 
     /// Records `event` durably; returns once it is committed.

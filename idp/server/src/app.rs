@@ -117,7 +117,8 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .configure(crate::oidc::public_routes)
         .configure(crate::saml::public_routes)
-        .configure(crate::admin::api_routes);
+        .configure(crate::admin::api_routes)
+        .configure(crate::account_api::routes);
 }
 
 /// Routes of the login origin (client certificate required).
@@ -559,10 +560,7 @@ async fn consents_section(state: &AppState, lang: Lang, session: &Session) -> St
     }
     out.push_str(r#"<ul class="consents">"#);
     for consent in consents {
-        let name = match stores.clients.client(&consent.client_id).await {
-            Ok(Some(client)) => client.name,
-            _ => consent.client_id.clone(),
-        };
+        let (name, _) = crate::account_api::relying_party_name(state, &consent.client_id).await;
         let claims = consent
             .claims
             .iter()
@@ -600,27 +598,20 @@ async fn revoke_consent(
     let Some(session) = current_session(&req, &state).await else {
         return see_other("/login?return_to=/account");
     };
-    match state
-        .oidc
-        .provider
-        .stores()
-        .consents
-        .revoke_consent(&session.doctor_id, &form.client_id, state.now())
-        .await
+    let stores = state.oidc.provider.stores();
+    match idp_core::account::withdraw_consent(
+        stores.consents.as_ref(),
+        &stores.audit,
+        &session.doctor_id,
+        idp_core::account::Actor::Doctor,
+        &form.client_id,
+        state.now(),
+    )
+    .await
     {
-        Ok(_) => {
-            let event =
-                idp_core::audit::AuditEvent::consent_revoked(&session.doctor_id, &form.client_id);
-            match state.oidc.provider.stores().audit.record(event).await {
-                Ok(()) => see_other("/account"),
-                Err(e) => {
-                    tracing::error!(error = %e, "consent revocation could not be audited");
-                    HttpResponse::ServiceUnavailable().finish()
-                }
-            }
-        }
+        Ok(_) => see_other("/account"),
         Err(e) => {
-            tracing::error!(error = %e, "consent revocation failed");
+            tracing::error!(error = %e, "consent withdrawal failed or could not be audited");
             HttpResponse::ServiceUnavailable().finish()
         }
     }

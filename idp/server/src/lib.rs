@@ -1,5 +1,6 @@
 //! The `idp` server: configuration, TLS listeners, handlers and the command line.
 
+pub mod account_api;
 pub mod admin;
 pub mod app;
 pub mod config;

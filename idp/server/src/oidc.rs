@@ -16,6 +16,7 @@ use idp_core::oidc::provider::{
 };
 use idp_core::oidc::{ErrorCode, OAuthError};
 use idp_core::store::{KeyStore, StoredKey};
+use idp_vocabulary::scope;
 use openidconnect::core::{
     CoreClaimName, CoreClientAuthMethod, CoreGrantType, CoreJwsSigningAlgorithm, CoreResponseMode,
     CoreResponseType, CoreSubjectIdentifierType,
@@ -173,14 +174,15 @@ pub fn discovery_document(
     .set_userinfo_endpoint(Some(UserInfoUrl::new(url("/userinfo")).map_err(err)?))
     .set_scopes_supported(Some(
         [
-            "openid",
-            "profile",
-            "email",
-            "address",
-            "hpki",
-            "jma",
-            "doctor_registration",
-            "offline_access",
+            scope::OPENID,
+            scope::PROFILE,
+            scope::EMAIL,
+            scope::ADDRESS,
+            scope::HPKI,
+            scope::JMA,
+            scope::DOCTOR_REGISTRATION,
+            scope::OFFLINE_ACCESS,
+            scope::ACCOUNT,
         ]
         .map(|s| Scope::new(s.to_owned()))
         .to_vec(),
@@ -331,6 +333,7 @@ pub fn oauth_error(error: &OAuthError, basic_used: bool) -> HttpResponse {
     let status = match error.code {
         ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
         ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
@@ -342,11 +345,15 @@ pub fn oauth_error(error: &OAuthError, basic_used: bool) -> HttpResponse {
     if error.code == ErrorCode::InvalidClient && basic_used {
         response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"idp\""));
     }
-    if error.code == ErrorCode::InvalidToken {
+    if matches!(
+        error.code,
+        ErrorCode::InvalidToken | ErrorCode::InsufficientScope
+    ) {
         response.insert_header((
             header::WWW_AUTHENTICATE,
             format!(
-                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                "Bearer error=\"{}\", error_description=\"{}\"",
+                error.code.as_str(),
                 error.description.replace('"', "'")
             ),
         ));
@@ -382,7 +389,7 @@ fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
 
 /// The relying party's TLS client certificate, when this request came over the mTLS
 /// origin with a certificate that verifies to a configured RP client CA.
-fn rp_certificate(req: &HttpRequest, state: &AppState) -> Option<ClientCertificate> {
+pub(crate) fn rp_certificate(req: &HttpRequest, state: &AppState) -> Option<ClientCertificate> {
     let chain = req.conn_data::<PresentedChain>()?;
     state.oidc.rp_cas.verify(&chain.0, UnixTime::now())
 }
@@ -470,7 +477,10 @@ async fn token(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -
 /// The bearer token of a request: the `Authorization` header, or (POST) the
 /// `access_token` form parameter (RFC 6750 §2.1, §2.2); never both. `None` when there is
 /// none at all.
-fn bearer(req: &HttpRequest, pairs: &[(String, String)]) -> Result<Option<String>, OAuthError> {
+pub(crate) fn bearer(
+    req: &HttpRequest,
+    pairs: &[(String, String)],
+) -> Result<Option<String>, OAuthError> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -680,6 +690,7 @@ fn consent_page(req: &HttpRequest, prompt: &ConsentPrompt) -> HttpResponse {
         &prompt.claims,
         &prompt.pending,
         "/authorize/consent",
+        prompt.manages_account,
     )
 }
 
@@ -691,8 +702,18 @@ pub(crate) fn consent_form(
     claims: &[String],
     pending: &idp_core::secret::Secret,
     action: &str,
+    manages_account: bool,
 ) -> HttpResponse {
     let mut items = String::new();
+    if manages_account {
+        items.push_str(&format!(
+            r#"<li data-scope="account">{}</li>"#,
+            escape(lang.pick(
+                "あなたの情報開示設定・同意・開示履歴の参照と変更",
+                "Reading and changing your disclosure settings, consents and disclosure history"
+            ))
+        ));
+    }
     for name in claims {
         items.push_str(&format!(
             r#"<li data-claim="{}">{}</li>"#,

@@ -192,6 +192,7 @@ fn sso_response(req: &HttpRequest, step: SsoStep, arrival: Arrival) -> HttpRespo
             &prompt.claims,
             &prompt.pending,
             "/saml/sso/consent",
+            false,
         ),
         SsoStep::PendingExpired => message_page(
             lang,

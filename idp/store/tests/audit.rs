@@ -71,6 +71,28 @@ async fn suite(db: Database, raw: Raw) {
         .expect("intact");
     assert!(report.checkpoints >= 1, "{report:?}");
     let last_checkpoint = report.last_checkpoint.expect("checkpointed");
+    // A doctor's own records, newest first, in pages; no other doctor's.
+    let mine = db
+        .records_of("doctor-3", None, 1000)
+        .await
+        .expect("history");
+    assert_eq!(mine.len(), (0..300).filter(|i| i % 7 == 3).count());
+    assert!(mine.windows(2).all(|w| w[0].seq > w[1].seq));
+    assert!(
+        mine.iter()
+            .all(|r| r.event.doctor.as_deref() == Some("doctor-3"))
+    );
+    let page = db
+        .records_of("doctor-3", Some(mine[9].seq), 5)
+        .await
+        .expect("page");
+    assert_eq!(page, mine[10..15].to_vec());
+    assert!(
+        db.records_of("nobody", None, 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
     // Another key's view: the checkpoints are not its.
     let other =
         CheckpointSigner::from_pem(&CheckpointSigner::generate_pem().expect("key")).expect("key");

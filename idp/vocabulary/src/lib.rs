@@ -27,6 +27,9 @@ pub mod scope {
     pub const JMA: &str = "jma";
     pub const DOCTOR_REGISTRATION: &str = "doctor_registration";
     pub const OFFLINE_ACCESS: &str = "offline_access";
+    /// The doctor's own account API (disclosure settings, consents, disclosure history):
+    /// only for clients of the `jma_service` audience (the portal).
+    pub const ACCOUNT: &str = "account";
 }
 
 /// Claim names (OpenID Connect Core 1.0 §5.1 plus the HPKI-specific ones).

@@ -149,6 +149,14 @@ impl ClientRegistration {
         {
             return Err("the scopes must include openid".into());
         }
+        if self
+            .allowed_scopes
+            .iter()
+            .any(|s| s == idp_vocabulary::scope::ACCOUNT)
+            && self.audience != crate::disclosure::Audience::JmaService
+        {
+            return Err("the account scope is only for clients of the jma_service audience".into());
+        }
         match self.auth_method {
             TokenEndpointAuthMethod::ClientSecretBasic
             | TokenEndpointAuthMethod::ClientSecretPost => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use idp_vocabulary::scope;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -88,6 +89,8 @@ pub struct ConsentPrompt {
     pub client_id: String,
     /// Claim names the client would receive.
     pub claims: Vec<String>,
+    /// Whether the client asks for the doctor's account API (scope `account`).
+    pub manages_account: bool,
     pub ui_locales: Vec<String>,
 }
 
@@ -483,6 +486,7 @@ impl Provider {
                 return fail(ErrorCode::ConsentRequired, "the doctor has not consented");
             }
             let claims = decision.consentable();
+            let manages_account = request.scopes.iter().any(|s| s == scope::ACCOUNT);
             let prompt_locales = request.ui_locales.clone();
             let (client_name, client_id) = (client.name.clone(), client.client_id.clone());
             let pending = Pending {
@@ -495,6 +499,7 @@ impl Provider {
                     client_name,
                     client_id,
                     claims,
+                    manages_account,
                     ui_locales: prompt_locales,
                 }),
                 Err(_) => AuthorizeStep::Unavailable,
@@ -749,6 +754,39 @@ impl Provider {
             if presented.as_deref() != Some(bound.as_str()) {
                 return Err(invalid());
             }
+        }
+        Ok(grant)
+    }
+
+    /// The live grant behind a bearer token for a resource that needs `needed`: the token
+    /// must carry the scope, and its client must still be registered with it (an
+    /// administrator who takes a scope away ends its tokens' use at once).
+    pub async fn bearer_with_scope(
+        &self,
+        token: &str,
+        certificate: Option<&ClientCertificate>,
+        needed: &str,
+        now: OffsetDateTime,
+    ) -> Result<AccessGrant, OAuthError> {
+        let grant = self.bearer(token, certificate, now).await?;
+        let insufficient = || {
+            OAuthError::new(
+                ErrorCode::InsufficientScope,
+                format!("the access token lacks the {needed} scope"),
+            )
+        };
+        if !grant.authorization.scopes.iter().any(|s| s == needed) {
+            return Err(insufficient());
+        }
+        let client = self
+            .stores
+            .clients
+            .client(&grant.authorization.client_id)
+            .await
+            .map_err(super::grant::server_error)?
+            .ok_or_else(|| OAuthError::new(ErrorCode::InvalidToken, "the client is gone"))?;
+        if !client.allowed_scopes.iter().any(|s| s == needed) {
+            return Err(insufficient());
         }
         Ok(grant)
     }

@@ -342,17 +342,6 @@ impl AuditEvent {
         }
     }
 
-    /// A consent withdrawn by the doctor (the relying party's refresh tokens with it).
-    pub fn consent_revoked(doctor: &crate::doctor::DoctorId, relying_party: &str) -> Self {
-        Self {
-            kind: "consent.revoked".into(),
-            actor: doctor.as_str().to_owned(),
-            doctor: Some(doctor.as_str().to_owned()),
-            relying_party: Some(relying_party.to_owned()),
-            detail: json!({"refresh_tokens": "revoked"}),
-        }
-    }
-
     /// A consent given on the consent page.
     pub fn consent_given(consent: &Consent, protocol: Protocol) -> Self {
         Self {

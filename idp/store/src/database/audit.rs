@@ -206,4 +206,28 @@ impl AuditStore for Database {
         })
         .await
     }
+
+    async fn records_of(
+        &self,
+        doctor: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let doctor = doctor.to_owned();
+        let before = before.unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            Ok(audit_log::table
+                .filter(audit_log::doctor_id.eq(doctor))
+                .filter(audit_log::seq.lt(before))
+                .order(audit_log::seq.desc())
+                .limit(limit)
+                .load::<AuditRow>(conn)
+                .map_err(db_error)?
+                .into_iter()
+                .map(AuditRow::into_record)
+                .collect())
+        })
+        .await
+    }
 }
