@@ -194,11 +194,11 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
     assert_eq!(email["reason"], "doctor_setting", "{json:#}");
 
     // Every login, release and token was recorded before the answer: claim names, never
-    // values. Four card logins (one refused for its essential claim), three releases, three
-    // token responses.
+    // values. The two configured clients (new at start), four card logins (one refused for
+    // its essential claim), three releases, three token responses.
     let (ok, text) = idp(&["audit", "verify", "-c", config]);
     assert!(
-        ok && text.contains("audit chain intact: 10 record(s)"),
+        ok && text.contains("audit chain intact: 12 record(s)"),
         "{text}"
     );
     assert!(text.contains("checkpoint(s) verified"), "{text}");
@@ -222,6 +222,7 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         3,
         "{kinds:?}"
     );
+    assert_eq!(kinds[..2], ["admin.client.configured"; 2], "{kinds:?}");
     let login = records
         .iter()
         .find(|r| r["event"]["kind"] == "login.success")
@@ -232,9 +233,8 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
     );
     let third_release = records
         .iter()
-        .find(|r| r["event"]["relying_party"] == "third")
+        .find(|r| r["event"]["relying_party"] == "third" && r["event"]["kind"] == "release")
         .unwrap();
-    assert_eq!(third_release["event"]["kind"], "release");
     let detail = &third_release["event"]["detail"];
     assert!(
         detail["claims"]

@@ -554,6 +554,26 @@ async fn the_admin_api_manages_clients_behind_its_token() {
         .await
         .unwrap();
     assert_eq!(gone.status(), 404);
+    // Each change is on record, by the admin API; the refused one is not; no secret is.
+    let api = |kind: &str| {
+        (
+            kind.to_owned(),
+            "admin-api".to_owned(),
+            Some("api-rp".to_owned()),
+        )
+    };
+    assert_eq!(
+        admin_records(&server),
+        [
+            api("admin.client.added"),
+            api("admin.client.secret_rotated"),
+            api("admin.client.removed")
+        ]
+    );
+    let export = idp(&server, &["audit", "export"]);
+    for secret in [&created["client_secret"], &rotated["client_secret"]] {
+        assert!(!export.contains(secret.as_str().unwrap()));
+    }
 }
 
 fn idp(server: &Server, args: &[&str]) -> String {
@@ -685,4 +705,37 @@ async fn clients_added_by_the_cli_work_and_keys_rotate_with_overlap() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let admin = admin_records(&server);
+    let cli = format!("cli:{user}");
+    let expected = [
+        ("admin.client.added", cli.as_str(), Some("cli-rp")),
+        ("admin.key.rotated", cli.as_str(), None),
+        ("admin.client.secret_rotated", cli.as_str(), Some("cli-rp")),
+        ("admin.client.removed", cli.as_str(), Some("cli-rp")),
+    ];
+    assert_eq!(
+        admin,
+        expected.map(|(k, a, t)| (k.to_owned(), a.to_owned(), t.map(str::to_owned)))
+    );
+    assert!(
+        !idp(&server, &["audit", "export"]).contains(&secret),
+        "no secret on record"
+    );
+}
+
+/// The administrative changes on record, in order: (kind, actor, relying party).
+fn admin_records(server: &Server) -> Vec<(String, String, Option<String>)> {
+    idp(server, &["audit", "export"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"]["kind"].as_str().unwrap().starts_with("admin."))
+        .map(|r| {
+            (
+                r["event"]["kind"].as_str().unwrap().to_owned(),
+                r["event"]["actor"].as_str().unwrap().to_owned(),
+                r["event"]["relying_party"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
 }

@@ -46,6 +46,21 @@ pub struct AuditEvent {
     pub detail: Value,
 }
 
+impl AuditEvent {
+    /// An administrative change (`admin.<action>`): a client, an SP, a signing key or
+    /// the disclosure policy, by `actor` (`admin-api`, `cli:<user>`, `config`, `system`);
+    /// `target` is the relying party changed, if any. Never secrets.
+    pub fn admin(actor: &str, action: &str, target: Option<&str>, detail: Value) -> Self {
+        Self {
+            kind: format!("admin.{action}"),
+            actor: actor.to_owned(),
+            doctor: None,
+            relying_party: target.map(str::to_owned),
+            detail,
+        }
+    }
+}
+
 /// A stored record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {

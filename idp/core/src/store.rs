@@ -303,7 +303,10 @@ pub enum Rotation {
     Rotated(RefreshRecord),
     /// The token had already been used (even if it has expired since, while its family
     /// lives): the whole family is now revoked.
-    Reused { family_id: String },
+    Reused {
+        family_id: String,
+        doctor_id: crate::doctor::DoctorId,
+    },
     /// Unknown, expired, revoked, or issued to another client (nothing changed).
     Invalid,
 }
@@ -336,13 +339,13 @@ pub trait RefreshTokenStore: Send + Sync + Debug {
     ) -> Result<Option<RefreshRecord>, StoreError>;
 
     /// Revokes the family of the token with this digest if it belongs to `client_id`;
-    /// returns whether anything was revoked.
+    /// returns the doctor of the family when anything was revoked.
     async fn revoke_refresh_family(
         &self,
         token_digest: &str,
         client_id: &str,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<crate::doctor::DoctorId>, StoreError>;
 
     /// Deletes records whose family ended before `before`; returns how many.
     async fn prune_refresh(&self, before: OffsetDateTime) -> Result<u64, StoreError>;

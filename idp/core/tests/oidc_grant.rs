@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use idp_core::audit::{AuditLog, AuditStore};
 use idp_core::doctor::DoctorId;
 use idp_core::oidc::ErrorCode;
 use idp_core::oidc::client::{ClientRegistration, TokenEndpointAuthMethod};
@@ -17,7 +18,8 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const NOW: time::OffsetDateTime = datetime!(2026-11-24 09:00 UTC);
 
-async fn grants() -> (Grants, DoctorId) {
+/// The grants over SQLite, with the audit log they write revocations to.
+async fn grants() -> (Grants, DoctorId, Arc<idp_store::Database>) {
     let store: Arc<dyn EphemeralStore> = Arc::new(idp_store::MemoryStore::new());
     let db = idp_store::Database::connect("sqlite::memory:")
         .await
@@ -30,11 +32,32 @@ async fn grants() -> (Grants, DoctorId) {
         ..Default::default()
     };
     let doctor = db.provision(&profile, NOW).await.unwrap();
-    let refresh: Arc<dyn RefreshTokenStore> = Arc::new(db);
+    let db = Arc::new(db);
+    let refresh: Arc<dyn RefreshTokenStore> = db.clone();
+    let audit = AuditLog::start(db.clone(), None, 100);
     (
-        Grants::new(store, refresh, GrantPolicy::default()),
+        Grants::new(store, refresh, GrantPolicy::default(), audit),
         doctor.id,
+        db,
     )
+}
+
+/// The `token.revoked` records: (actor, doctor, reason, tokens).
+async fn revocations(db: &idp_store::Database) -> Vec<(String, Option<String>, String, String)> {
+    db.records_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.kind == "token.revoked")
+        .map(|r| {
+            (
+                r.event.actor,
+                r.event.doctor,
+                r.event.detail["reason"].as_str().unwrap().to_owned(),
+                r.event.detail["tokens"].to_string(),
+            )
+        })
+        .collect()
 }
 
 fn client(id: &str, refresh_tokens: bool) -> ClientRegistration {
@@ -77,7 +100,7 @@ const CB: Option<&str> = Some("https://rp.example/cb");
 
 #[tokio::test]
 async fn a_code_is_redeemed_once_for_an_access_token() {
-    let (grants, doctor) = grants().await;
+    let (grants, doctor, _audit) = grants().await;
     let code = grants.issue_code(&grant(&doctor)).await.unwrap();
     let redeemed = grants
         .redeem(
@@ -113,7 +136,7 @@ async fn a_code_is_redeemed_once_for_an_access_token() {
 
 #[tokio::test]
 async fn a_replayed_code_fails_and_revokes_the_token_it_issued() {
-    let (grants, doctor) = grants().await;
+    let (grants, doctor, audit) = grants().await;
     let code = grants.issue_code(&grant(&doctor)).await.unwrap();
     let first = grants
         .redeem(
@@ -145,11 +168,20 @@ async fn a_replayed_code_fails_and_revokes_the_token_it_issued() {
             .unwrap()
             .is_none()
     );
+    assert_eq!(
+        revocations(&audit).await,
+        vec![(
+            "rp".into(),
+            Some(doctor.as_str().into()),
+            "code_replay".into(),
+            r#"["access_token","refresh_family"]"#.into()
+        )]
+    );
 }
 
 #[tokio::test]
 async fn a_code_is_bound_to_client_redirect_uri_and_verifier() {
-    let (grants, doctor) = grants().await;
+    let (grants, doctor, _audit) = grants().await;
     let cases: [(&str, Option<&str>, Option<&str>); 5] = [
         ("other-client", CB, Some(VERIFIER)),
         ("rp", Some("https://rp.example/other"), Some(VERIFIER)),
@@ -207,7 +239,7 @@ async fn a_code_is_bound_to_client_redirect_uri_and_verifier() {
 
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
-    let (grants, doctor) = grants().await;
+    let (grants, doctor, audit) = grants().await;
     let rp = client("rp", true);
     let code = grants.issue_code(&grant(&doctor)).await.unwrap();
     let first = grants
@@ -235,7 +267,8 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
             .code,
         ErrorCode::InvalidGrant
     );
-    // Reusing r1 (stolen) revokes the family: r2 is dead too.
+    assert!(revocations(&audit).await.is_empty());
+    // Reusing r1 (stolen) revokes the family, and says so in the audit log: r2 is dead too.
     assert_eq!(
         grants
             .refresh(r1.dangerous_expose(), &rp, None, later)
@@ -243,6 +276,15 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
             .unwrap_err()
             .code,
         ErrorCode::InvalidGrant
+    );
+    assert_eq!(
+        revocations(&audit).await,
+        vec![(
+            "rp".into(),
+            Some(doctor.as_str().into()),
+            "refresh_token_reuse".into(),
+            r#"["refresh_family"]"#.into()
+        )]
     );
     assert_eq!(
         grants
@@ -256,7 +298,7 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_family() {
 
 #[tokio::test]
 async fn no_refresh_token_without_offline_access_or_for_clients_without_them() {
-    let (grants, doctor) = grants().await;
+    let (grants, doctor, _audit) = grants().await;
     let code = grants.issue_code(&grant(&doctor)).await.unwrap();
     let issued = grants
         .redeem(
@@ -292,7 +334,7 @@ async fn no_refresh_token_without_offline_access_or_for_clients_without_them() {
 
 #[tokio::test]
 async fn a_replayed_code_also_revokes_the_refresh_family() {
-    let (grants, doctor) = grants().await;
+    let (grants, doctor, _audit) = grants().await;
     let rp = client("rp", true);
     let code = grants.issue_code(&grant(&doctor)).await.unwrap();
     let first = grants
@@ -313,6 +355,50 @@ async fn a_replayed_code_also_revokes_the_refresh_family() {
             .unwrap_err()
             .code,
         ErrorCode::InvalidGrant
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_request_revokes_only_the_clients_own_tokens_and_is_recorded() {
+    let (grants, doctor, audit) = grants().await;
+    let rp = client("rp", true);
+    let code = grants.issue_code(&grant(&doctor)).await.unwrap();
+    let issued = grants
+        .redeem(code.dangerous_expose(), &rp, CB, Some(VERIFIER), None, NOW)
+        .await
+        .unwrap();
+    let (access, refresh) = (
+        issued.access_token.dangerous_expose(),
+        issued.refresh_token.as_ref().unwrap().dangerous_expose(),
+    );
+    // Another client's request, and unknown tokens, change and record nothing (RFC 7009
+    // §2.2: the same answer).
+    grants.revoke(access, "other", NOW).await.unwrap();
+    grants.revoke(refresh, "other", NOW).await.unwrap();
+    grants.revoke("unknown", "rp", NOW).await.unwrap();
+    assert!(grants.access(access, NOW).await.unwrap().is_some());
+    assert!(revocations(&audit).await.is_empty());
+    grants.revoke(access, "rp", NOW).await.unwrap();
+    grants.revoke(refresh, "rp", NOW).await.unwrap();
+    assert!(grants.access(access, NOW).await.unwrap().is_none());
+    assert!(grants.refresh(refresh, &rp, None, NOW).await.is_err());
+    let who = Some(doctor.as_str().to_owned());
+    assert_eq!(
+        revocations(&audit).await,
+        vec![
+            (
+                "rp".into(),
+                who.clone(),
+                "requested".into(),
+                r#"["access_token"]"#.into()
+            ),
+            (
+                "rp".into(),
+                who,
+                "requested".into(),
+                r#"["refresh_family"]"#.into()
+            ),
+        ]
     );
 }
 

@@ -2,6 +2,7 @@
 //! SAML service providers, stored in the database the configuration names (so every
 //! running process sees the change).
 
+use idp_core::audit::{AuditEvent, AuditLog};
 use idp_core::disclosure::Audience;
 use idp_core::oidc::client::{ClientRegistration, SigningAlg, TokenEndpointAuthMethod};
 use idp_core::oidc::keys::{KeyRing, SigningKey};
@@ -10,9 +11,50 @@ use idp_core::secret::Secret;
 use idp_core::store::{ClientStore, KeyStore, StoredKey};
 use time::OffsetDateTime;
 
+/// Who makes administrative changes, and the audit log that records them (docs/AUDIT.md):
+/// every change below is recorded after it is made; a record that cannot be written is
+/// reported as an error naming the change.
+#[derive(Debug)]
+pub struct Recorder {
+    pub audit: AuditLog,
+    /// `admin-api`, `cli:<user>` or `config`.
+    pub actor: String,
+}
+
+impl Recorder {
+    pub async fn record(
+        &self,
+        action: &str,
+        target: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Result<(), String> {
+        self.audit
+            .record(AuditEvent::admin(&self.actor, action, target, detail))
+            .await
+            .map_err(|e| {
+                format!("{action} was made but could not be recorded in the audit log: {e}")
+            })
+    }
+}
+
+/// The audit record's view of a client: its registration without the secret digest or
+/// keys, so that a change of scopes, audience or redirect URIs is on record.
+pub(crate) fn client_detail(client: &ClientRegistration) -> serde_json::Value {
+    serde_json::json!({
+        "name": client.name,
+        "auth_method": client.auth_method,
+        "redirect_uris": client.redirect_uris,
+        "scopes": client.allowed_scopes,
+        "audience": client.audience,
+        "pre_approved": client.pre_approved,
+        "refresh_tokens": client.refresh_tokens,
+    })
+}
+
 /// `idp keys rotate`: a new key for `alg`, published now, signing after `publish_before_use`.
 pub async fn rotate_key(
     store: &dyn KeyStore,
+    recorder: &Recorder,
     alg: SigningAlg,
     publish_before_use: std::time::Duration,
     now: OffsetDateTime,
@@ -29,6 +71,13 @@ pub async fn rotate_key(
         .add_signing_key(&record)
         .await
         .map_err(|e| e.to_string())?;
+    recorder
+        .record(
+            "key.rotated",
+            None,
+            serde_json::json!({"kid": record.kid, "alg": alg.as_str(), "active_from": record.active_from.unix_timestamp()}),
+        )
+        .await?;
     Ok(record)
 }
 
@@ -189,6 +238,7 @@ fn default_name_id_format() -> String {
 /// (fetched for a URL, which must be signed by the named certificate), checked, stored.
 pub async fn add_sp(
     store: &dyn idp_core::store::SpStore,
+    recorder: &Recorder,
     http: &reqwest::Client,
     args: SpArgs,
     now: OffsetDateTime,
@@ -236,8 +286,31 @@ pub async fn add_sp(
         _ => return Err("give exactly one of the metadata file, the metadata or its URL".into()),
     };
     crate::saml::register_sp(store, &metadata, &settings, None, now).await?;
-    idp_saml::sp::ServiceProvider::from_metadata(&metadata, settings, now)
-        .map_err(|e| e.to_string())
+    let sp = idp_saml::sp::ServiceProvider::from_metadata(&metadata, settings, now)
+        .map_err(|e| e.to_string())?;
+    recorder
+        .record("sp.added", Some(&sp.entity_id), sp_summary(&sp))
+        .await?;
+    Ok(sp)
+}
+
+/// `idp sp remove`, `DELETE /admin/api/sps`: the SP and the consents given to it; whether
+/// it existed.
+pub async fn remove_sp(
+    store: &dyn idp_core::store::SpStore,
+    recorder: &Recorder,
+    entity_id: &str,
+) -> Result<bool, String> {
+    let removed = store
+        .remove_sp(entity_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    if removed {
+        recorder
+            .record("sp.removed", Some(entity_id), serde_json::json!({}))
+            .await?;
+    }
+    Ok(removed)
 }
 
 /// One line of `idp sp list` (and the admin API's SP object).
@@ -298,6 +371,7 @@ fn parse_alg(s: &str) -> Result<SigningAlg, String> {
 /// methods, the generated secret (shown once, stored only as its digest).
 pub async fn add_client(
     store: &dyn ClientStore,
+    recorder: &Recorder,
     args: ClientArgs,
     now: OffsetDateTime,
 ) -> Result<(ClientRegistration, Option<Secret>), String> {
@@ -354,12 +428,38 @@ pub async fn add_client(
         .put_client(&client, now)
         .await
         .map_err(|e| e.to_string())?;
+    recorder
+        .record(
+            "client.added",
+            Some(&client.client_id),
+            client_detail(&client),
+        )
+        .await?;
     Ok((client, secret))
+}
+
+/// `idp client remove`, `DELETE /admin/api/clients/{id}`: whether it existed.
+pub async fn remove_client(
+    store: &dyn ClientStore,
+    recorder: &Recorder,
+    client_id: &str,
+) -> Result<bool, String> {
+    let removed = store
+        .remove_client(client_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    if removed {
+        recorder
+            .record("client.removed", Some(client_id), serde_json::json!({}))
+            .await?;
+    }
+    Ok(removed)
 }
 
 /// `idp client rotate-secret`: a new secret replaces the old one at once.
 pub async fn rotate_secret(
     store: &dyn ClientStore,
+    recorder: &Recorder,
     client_id: &str,
     now: OffsetDateTime,
 ) -> Result<Secret, String> {
@@ -377,6 +477,13 @@ pub async fn rotate_secret(
         .put_client(&client, now)
         .await
         .map_err(|e| e.to_string())?;
+    recorder
+        .record(
+            "client.secret_rotated",
+            Some(client_id),
+            serde_json::json!({}),
+        )
+        .await?;
     Ok(secret)
 }
 
@@ -428,7 +535,7 @@ async fn api_list_sps(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
     };
     match list_sps(saml.idp.stores().sps.as_ref(), OffsetDateTime::now_utc()).await {
         Ok(list) => HttpResponse::Ok().json(list),
-        Err(_) => unavailable(),
+        Err(e) => unavailable(&e.to_string()),
     }
 }
 
@@ -448,7 +555,16 @@ async fn api_add_sp(
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
     };
     let store = saml.idp.stores().sps.clone();
-    match add_sp(store.as_ref(), &saml.http, args, OffsetDateTime::now_utc()).await {
+    let recorder = api_recorder(&state);
+    match add_sp(
+        store.as_ref(),
+        &recorder,
+        &saml.http,
+        args,
+        OffsetDateTime::now_utc(),
+    )
+    .await
+    {
         Ok(sp) => {
             tracing::info!(sp = %sp.entity_id, "SP registered through the admin API");
             HttpResponse::Created().json(sp_summary(&sp))
@@ -468,13 +584,14 @@ async fn api_remove_sp(
     let Some(saml) = &state.saml else {
         return saml_missing();
     };
-    match saml.idp.stores().sps.remove_sp(&query.entity_id).await {
+    let recorder = api_recorder(&state);
+    match remove_sp(saml.idp.stores().sps.as_ref(), &recorder, &query.entity_id).await {
         Ok(true) => {
             tracing::info!(sp = %query.entity_id, "SP removed through the admin API");
             HttpResponse::NoContent().finish()
         }
         Ok(false) => api_error(StatusCode::NOT_FOUND, "not_found", "no such SP"),
-        Err(_) => unavailable(),
+        Err(e) => unavailable(&e),
     }
 }
 
@@ -490,7 +607,9 @@ fn api_error(status: StatusCode, error: &str, description: &str) -> HttpResponse
         .json(serde_json::json!({"error": error, "error_description": description}))
 }
 
-fn unavailable() -> HttpResponse {
+/// A store or the audit log failed: logged, and a 503 without detail.
+fn unavailable(error: &str) -> HttpResponse {
+    tracing::error!(error, "admin API: store or audit log unavailable");
     api_error(
         StatusCode::SERVICE_UNAVAILABLE,
         "temporarily_unavailable",
@@ -524,6 +643,13 @@ fn admin_denial(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
     }
 }
 
+fn api_recorder(state: &AppState) -> Recorder {
+    Recorder {
+        audit: state.oidc.provider.stores().audit.clone(),
+        actor: "admin-api".into(),
+    }
+}
+
 fn summary_json(client: &ClientRegistration) -> serde_json::Value {
     serde_json::from_str(&client_summary(client)).unwrap_or_default()
 }
@@ -536,7 +662,7 @@ async fn api_list_clients(req: HttpRequest, state: web::Data<AppState>) -> HttpR
         Ok(clients) => {
             HttpResponse::Ok().json(clients.iter().map(summary_json).collect::<Vec<_>>())
         }
-        Err(_) => unavailable(),
+        Err(e) => unavailable(&e.to_string()),
     }
 }
 
@@ -551,7 +677,7 @@ async fn api_get_client(
     match state.oidc.provider.stores().clients.client(&id).await {
         Ok(Some(client)) => HttpResponse::Ok().json(summary_json(&client)),
         Ok(None) => api_error(StatusCode::NOT_FOUND, "not_found", "no such client"),
-        Err(_) => unavailable(),
+        Err(e) => unavailable(&e.to_string()),
     }
 }
 
@@ -568,7 +694,8 @@ async fn api_add_client(
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
     };
     let store = state.oidc.provider.stores().clients.clone();
-    match add_client(store.as_ref(), args, OffsetDateTime::now_utc()).await {
+    let recorder = api_recorder(&state);
+    match add_client(store.as_ref(), &recorder, args, OffsetDateTime::now_utc()).await {
         Ok((client, secret)) => {
             tracing::info!(
                 client = client.client_id,
@@ -594,20 +721,15 @@ async fn api_remove_client(
     if let Some(denied) = admin_denial(&req, &state) {
         return denied;
     }
-    match state
-        .oidc
-        .provider
-        .stores()
-        .clients
-        .remove_client(&id)
-        .await
-    {
+    let stores = state.oidc.provider.stores();
+    let recorder = api_recorder(&state);
+    match remove_client(stores.clients.as_ref(), &recorder, &id).await {
         Ok(true) => {
             tracing::info!(client = %id, "client removed through the admin API");
             HttpResponse::NoContent().finish()
         }
         Ok(false) => api_error(StatusCode::NOT_FOUND, "not_found", "no such client"),
-        Err(_) => unavailable(),
+        Err(e) => unavailable(&e),
     }
 }
 
@@ -620,7 +742,8 @@ async fn api_rotate_secret(
         return denied;
     }
     let store = state.oidc.provider.stores().clients.clone();
-    match rotate_secret(store.as_ref(), &id, OffsetDateTime::now_utc()).await {
+    let recorder = api_recorder(&state);
+    match rotate_secret(store.as_ref(), &recorder, &id, OffsetDateTime::now_utc()).await {
         Ok(secret) => HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
             .json(serde_json::json!({

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use idp_core::disclosure::{DisclosureEngine, DisclosurePolicy};
-use idp_core::store::{ClientStore, DoctorDirectory, SpStore};
+use idp_core::store::{ClientStore, DoctorDirectory};
 use idp_server::config::Config;
 use idp_server::demo::{self, DemoOptions};
 use idp_server::serve;
@@ -290,6 +290,16 @@ async fn database(config: &Path) -> Result<idp_store::Database, String> {
     Ok(db)
 }
 
+/// The audit log of an administrative command: records chain into the database's log
+/// (the running servers sign checkpoints over them), by `cli:<user>`.
+fn cli_recorder(db: &idp_store::Database) -> idp_server::admin::Recorder {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    idp_server::admin::Recorder {
+        audit: idp_core::audit::AuditLog::start(std::sync::Arc::new(db.clone()), None, usize::MAX),
+        actor: format!("cli:{user}"),
+    }
+}
+
 async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve { config } => {
@@ -382,6 +392,7 @@ async fn run(command: Command) -> Result<(), String> {
                 let wait = activate_in.unwrap_or(runtime.config.oidc.key_publish_before_use_secs);
                 let key = idp_server::admin::rotate_key(
                     &db,
+                    &cli_recorder(&db),
                     alg,
                     std::time::Duration::from_secs(wait),
                     OffsetDateTime::now_utc(),
@@ -413,8 +424,10 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Client { command } => match command {
             ClientCommand::Add { config, args } => {
                 let db = database(&config).await?;
+                let recorder = cli_recorder(&db);
                 let (client, secret) =
-                    idp_server::admin::add_client(&db, *args, OffsetDateTime::now_utc()).await?;
+                    idp_server::admin::add_client(&db, &recorder, *args, OffsetDateTime::now_utc())
+                        .await?;
                 println!("client {} registered", client.client_id);
                 if let Some(secret) = secret {
                     println!("client_secret: {}", secret.dangerous_expose());
@@ -431,7 +444,8 @@ async fn run(command: Command) -> Result<(), String> {
             }
             ClientCommand::Remove { config, id } => {
                 let db = database(&config).await?;
-                if db.remove_client(&id).await.map_err(|e| e.to_string())? {
+                let recorder = cli_recorder(&db);
+                if idp_server::admin::remove_client(&db, &recorder, &id).await? {
                     println!("client {id} removed");
                     Ok(())
                 } else {
@@ -440,8 +454,14 @@ async fn run(command: Command) -> Result<(), String> {
             }
             ClientCommand::RotateSecret { config, id } => {
                 let db = database(&config).await?;
-                let secret =
-                    idp_server::admin::rotate_secret(&db, &id, OffsetDateTime::now_utc()).await?;
+                let recorder = cli_recorder(&db);
+                let secret = idp_server::admin::rotate_secret(
+                    &db,
+                    &recorder,
+                    &id,
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
                 println!("client_secret: {}", secret.dangerous_expose());
                 Ok(())
             }
@@ -464,8 +484,15 @@ async fn run(command: Command) -> Result<(), String> {
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| e.to_string())?;
-                let sp =
-                    idp_server::admin::add_sp(&db, &http, *args, OffsetDateTime::now_utc()).await?;
+                let recorder = cli_recorder(&db);
+                let sp = idp_server::admin::add_sp(
+                    &db,
+                    &recorder,
+                    &http,
+                    *args,
+                    OffsetDateTime::now_utc(),
+                )
+                .await?;
                 println!("SP {} registered", sp.entity_id);
                 Ok(())
             }
@@ -478,7 +505,8 @@ async fn run(command: Command) -> Result<(), String> {
             }
             SpCommand::Remove { config, entity_id } => {
                 let db = database(&config).await?;
-                if db.remove_sp(&entity_id).await.map_err(|e| e.to_string())? {
+                let recorder = cli_recorder(&db);
+                if idp_server::admin::remove_sp(&db, &recorder, &entity_id).await? {
                     println!("SP {entity_id} removed");
                     Ok(())
                 } else {

@@ -565,15 +565,43 @@ pub async fn prepare(
         .build()
         .map_err(|e| StartError::Saml(e.to_string()))?;
     let now = OffsetDateTime::now_utc();
+    let stored = |r: &idp_core::store::SpRecord| (r.metadata.clone(), r.settings.clone());
+    let before: std::collections::BTreeMap<String, (String, String)> = stores
+        .sps
+        .sps()
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?
+        .iter()
+        .map(|r| (r.entity_id.clone(), stored(r)))
+        .collect();
     for (metadata, settings) in &loaded.sps {
         let metadata = match (metadata, &settings.metadata_url) {
             (Some(xml), _) => xml.clone(),
             (None, Some(url)) => fetch_metadata(&http, url).await.map_err(StartError::Saml)?,
             (None, None) => continue,
         };
-        register_sp(stores.sps.as_ref(), &metadata, settings, None, now)
+        let entity = register_sp(stores.sps.as_ref(), &metadata, settings, None, now)
             .await
             .map_err(StartError::Saml)?;
+        // A configured SP that is new or changed is an administrative change on record.
+        let after = stores
+            .sps
+            .sp(&entity)
+            .await
+            .map_err(|e| StartError::Database(e.to_string()))?;
+        if after.as_ref().map(stored) != before.get(&entity).cloned() {
+            let event = idp_core::audit::AuditEvent::admin(
+                "config",
+                "sp.configured",
+                Some(&entity),
+                serde_json::json!({"audience": settings.audience, "claims": settings.claims, "pre_approved": settings.pre_approved}),
+            );
+            stores
+                .audit
+                .record(event)
+                .await
+                .map_err(|e| StartError::Database(e.to_string()))?;
+        }
     }
     let public = &runtime.config.public.url;
     let login = &runtime.config.login.url;

@@ -137,7 +137,18 @@ async fn prepare_oidc(
     let config = &runtime.config.oidc;
     let now = time::OffsetDateTime::now_utc();
     let clients: Arc<dyn ClientStore> = database.clone();
+    let recorder = crate::admin::Recorder {
+        audit: audit.clone(),
+        actor: "config".into(),
+    };
     for client in &runtime.clients {
+        let stored = clients
+            .client(&client.client_id)
+            .await
+            .map_err(|e| StartError::Database(e.to_string()))?;
+        if stored.as_ref() == Some(client) {
+            continue;
+        }
         // Two processes starting at once may both insert a new client: the loser of that
         // race updates instead.
         let mut outcome = clients.put_client(client, now).await;
@@ -145,6 +156,15 @@ async fn prepare_oidc(
             outcome = clients.put_client(client, now).await;
         }
         outcome.map_err(|e| StartError::Database(e.to_string()))?;
+        // A configured client that is new or changed is an administrative change on record.
+        recorder
+            .record(
+                "client.configured",
+                Some(&client.client_id),
+                crate::admin::client_detail(client),
+            )
+            .await
+            .map_err(StartError::Database)?;
     }
     let id_token_ttl = Duration::from_secs(config.id_token_ttl_secs);
     let key_retention = id_token_ttl + Duration::from_secs(config.key_reload_secs + 300);

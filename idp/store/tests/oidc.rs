@@ -415,7 +415,8 @@ async fn refresh_rotation(db: &Database, taro: &DoctorId) {
     assert_eq!(
         rotate(db, "r-0", "portal", "r-2", r0_end).await,
         Rotation::Reused {
-            family_id: "fam-1".into()
+            family_id: "fam-1".into(),
+            doctor_id: taro.clone(),
         }
     );
     assert_eq!(live(db, "r-1", t2).await, None);
@@ -503,27 +504,20 @@ async fn refresh_revocation_and_prune(db: &Database, taro: &DoctorId, hanako: &D
         Rotation::Rotated(_)
     ));
     // Only the family's client may revoke it; any token of the family names it.
-    assert!(
-        !db.revoke_refresh_family("v-0", "other", t1)
+    let revoke = |digest: &'static str, client: &'static str| async move {
+        db.revoke_refresh_family(digest, client, t1)
             .await
             .expect("revoke")
-    );
+    };
+    assert_eq!(revoke("v-0", "other").await, None);
     assert!(live(db, "v-1", t1).await.is_some());
-    assert!(
-        !db.revoke_refresh_family("unknown", "portal", t1)
-            .await
-            .expect("revoke")
-    );
-    assert!(
-        db.revoke_refresh_family("v-0", "portal", t1)
-            .await
-            .expect("revoke")
-    );
+    assert_eq!(revoke("unknown", "portal").await, None);
+    let owner = live(db, "v-1", t1).await.expect("live").doctor_id;
+    assert_eq!(revoke("v-0", "portal").await, Some(owner));
     assert_eq!(live(db, "v-1", t1).await, None);
-    assert!(
-        !db.revoke_refresh_family("v-1", "portal", t1)
-            .await
-            .expect("revoke"),
+    assert_eq!(
+        revoke("v-1", "portal").await,
+        None,
         "nothing left to revoke"
     );
     assert_eq!(
@@ -595,7 +589,7 @@ async fn concurrent_rotation(db: Database, raw: &Raw, rounds: usize, tasks: usiz
                     assert_eq!(record.token_digest, presented);
                     rotated.push(next);
                 }
-                (_, Rotation::Reused { family_id }) => {
+                (_, Rotation::Reused { family_id, .. }) => {
                     assert_eq!(family_id, family);
                     reused += 1;
                 }

@@ -18,6 +18,7 @@ use super::authorize::AuthorizationRequest;
 use super::client::ClientRegistration;
 use super::pkce::CodeChallenge;
 use super::{ErrorCode, OAuthError};
+use crate::audit::{AuditEvent, AuditLog};
 use crate::doctor::DoctorId;
 use crate::secret::Secret;
 use crate::session::{CardSummary, Session};
@@ -137,14 +138,59 @@ struct UsedCode {
     access_tokens: Vec<String>,
     refresh_tokens: Vec<String>,
     client_id: String,
+    /// The doctor of the authorization (for the audit record of a replay).
+    #[serde(default)]
+    doctor_id: Option<DoctorId>,
 }
 
-/// Codes, access tokens and refresh tokens.
+/// Codes, access tokens and refresh tokens. Every revocation is recorded in the audit
+/// log (`token.revoked`): a replayed code, a reused refresh token, a revocation request.
 #[derive(Debug, Clone)]
 pub struct Grants {
     store: Arc<dyn EphemeralStore>,
     refresh: Arc<dyn RefreshTokenStore>,
     policy: GrantPolicy,
+    audit: AuditLog,
+}
+
+/// Why tokens were revoked (`token.revoked` records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevocationCause {
+    /// RFC 7009: the client asked.
+    Requested,
+    /// A spent refresh token was presented again: its family is revoked.
+    RefreshTokenReuse,
+    /// An authorization code was presented again: what it issued is revoked.
+    CodeReplay,
+}
+
+impl RevocationCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::RefreshTokenReuse => "refresh_token_reuse",
+            Self::CodeReplay => "code_replay",
+        }
+    }
+}
+
+impl AuditEvent {
+    /// Tokens revoked: which (`access_token`, `refresh_family` or both) and why; never
+    /// the tokens.
+    pub fn tokens_revoked(
+        client_id: &str,
+        doctor: Option<&DoctorId>,
+        cause: RevocationCause,
+        tokens: &[&str],
+    ) -> Self {
+        Self {
+            kind: "token.revoked".into(),
+            actor: client_id.to_owned(),
+            doctor: doctor.map(|d| d.as_str().to_owned()),
+            relying_party: Some(client_id.to_owned()),
+            detail: serde_json::json!({"reason": cause.as_str(), "tokens": tokens}),
+        }
+    }
 }
 
 fn invalid_grant(description: &str) -> OAuthError {
@@ -172,12 +218,29 @@ impl Grants {
         store: Arc<dyn EphemeralStore>,
         refresh: Arc<dyn RefreshTokenStore>,
         policy: GrantPolicy,
+        audit: AuditLog,
     ) -> Self {
         Self {
             store,
             refresh,
             policy,
+            audit,
         }
+    }
+
+    /// Records a revocation that has happened; a failed write is reported to the client as
+    /// a failure (the revocation stands).
+    async fn record_revocation(
+        &self,
+        client_id: &str,
+        doctor: Option<&DoctorId>,
+        cause: RevocationCause,
+        tokens: &[&str],
+    ) -> Result<(), OAuthError> {
+        self.audit
+            .record(AuditEvent::tokens_revoked(client_id, doctor, cause, tokens))
+            .await
+            .map_err(server_error)
     }
 
     pub fn policy(&self) -> GrantPolicy {
@@ -222,18 +285,29 @@ impl Grants {
             // Unknown, expired or replayed. A replay revokes what the code issued.
             let used = self.store.take(&used_key).await.map_err(server_error)?;
             if let Some(used) = used.and_then(|u| serde_json::from_slice::<UsedCode>(&u).ok()) {
-                for token in used.access_tokens {
+                for token in &used.access_tokens {
                     self.store
                         .delete(&format!("access:{token}"))
                         .await
                         .map_err(server_error)?;
                 }
-                for token in used.refresh_tokens {
+                for token in &used.refresh_tokens {
                     self.refresh
-                        .revoke_refresh_family(&token, &used.client_id, now)
+                        .revoke_refresh_family(token, &used.client_id, now)
                         .await
                         .map_err(server_error)?;
                 }
+                let mut tokens = vec!["access_token"];
+                if !used.refresh_tokens.is_empty() {
+                    tokens.push("refresh_family");
+                }
+                self.record_revocation(
+                    &used.client_id,
+                    used.doctor_id.as_ref(),
+                    RevocationCause::CodeReplay,
+                    &tokens,
+                )
+                .await?;
             }
             return Err(invalid_grant(
                 "the code is invalid, expired or already used",
@@ -266,6 +340,7 @@ impl Grants {
             access_tokens: vec![access_token.digest()],
             refresh_tokens: refresh_token.iter().map(Secret::digest).collect(),
             client_id: client.client_id.clone(),
+            doctor_id: Some(grant.authorization.doctor_id.clone()),
         };
         let used = serde_json::to_vec(&used).map_err(corrupt)?;
         self.store
@@ -306,7 +381,14 @@ impl Grants {
             .map_err(server_error)?;
         let record = match rotation {
             Rotation::Rotated(record) => record,
-            Rotation::Reused { .. } => {
+            Rotation::Reused { doctor_id, .. } => {
+                self.record_revocation(
+                    &client.client_id,
+                    Some(&doctor_id),
+                    RevocationCause::RefreshTokenReuse,
+                    &["refresh_family"],
+                )
+                .await?;
                 return Err(invalid_grant(
                     "the refresh token was already used; its grant is revoked",
                 ));
@@ -423,21 +505,40 @@ impl Grants {
         token: &str,
         client_id: &str,
         now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), OAuthError> {
         let Some(secret) = Secret::from_client(token) else {
             return Ok(());
         };
-        if let Some(grant) = self.access(token, now).await?
+        if let Some(grant) = self.access(token, now).await.map_err(server_error)?
             && grant.authorization.client_id == client_id
         {
             self.store
                 .delete(&format!("access:{}", secret.digest()))
-                .await?;
-            return Ok(());
+                .await
+                .map_err(server_error)?;
+            return self
+                .record_revocation(
+                    client_id,
+                    Some(&grant.authorization.doctor_id),
+                    RevocationCause::Requested,
+                    &["access_token"],
+                )
+                .await;
         }
-        self.refresh
+        let revoked = self
+            .refresh
             .revoke_refresh_family(&secret.digest(), client_id, now)
+            .await
+            .map_err(server_error)?;
+        if let Some(doctor) = revoked {
+            self.record_revocation(
+                client_id,
+                Some(&doctor),
+                RevocationCause::Requested,
+                &["refresh_family"],
+            )
             .await?;
+        }
         Ok(())
     }
 }

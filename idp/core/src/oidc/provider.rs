@@ -215,6 +215,7 @@ impl Provider {
             stores.ephemeral.clone(),
             stores.refresh.clone(),
             settings.grants,
+            stores.audit.clone(),
         );
         let authenticator = ClientAuthenticator::new(
             stores.clients.clone(),
@@ -883,10 +884,7 @@ impl Provider {
         token: &str,
         now: OffsetDateTime,
     ) -> Result<(), OAuthError> {
-        self.grants
-            .revoke(token, &client.client_id, now)
-            .await
-            .map_err(super::grant::server_error)
+        self.grants.revoke(token, &client.client_id, now).await
     }
 
     // ----- logout -----------------------------------------------------------------

@@ -240,6 +240,7 @@ impl RefreshTokenStore for Database {
                     Tokens::Family(&row.family_id).revoke(conn, now)?;
                     return Ok(Rotation::Reused {
                         family_id: row.family_id,
+                        doctor_id: DoctorId::from_stored(row.doctor_id),
                     });
                 }
 
@@ -293,16 +294,17 @@ impl RefreshTokenStore for Database {
         token_digest: &str,
         client_id: &str,
         now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<DoctorId>, StoreError> {
         let digest = token_digest.to_owned();
         let client_id = client_id.to_owned();
         let now = now.unix_timestamp();
         self.run(move |conn| {
             write_transaction(conn, |conn| match find_row(conn, &digest)? {
                 Some(row) if row.client_id == client_id => {
-                    Ok(Tokens::Family(&row.family_id).revoke(conn, now)? > 0)
+                    let revoked = Tokens::Family(&row.family_id).revoke(conn, now)? > 0;
+                    Ok(revoked.then(|| DoctorId::from_stored(row.doctor_id)))
                 }
-                _ => Ok(false),
+                _ => Ok(None),
             })
         })
         .await
