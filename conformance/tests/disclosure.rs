@@ -311,3 +311,196 @@ fn a_bad_policy_is_refused_by_policy_check_and_at_start() {
     assert!(!ok, "{text}");
     assert!(text.contains("country"), "{text}");
 }
+
+/// The kinds of the audit records so far, in order.
+fn audit_kinds(config: &str) -> Vec<String> {
+    let (ok, export, err) = idp_split(&["audit", "export", "-c", config]);
+    assert!(ok, "{err}");
+    export
+        .lines()
+        .map(|l| {
+            let record: Value = serde_json::from_str(l).unwrap();
+            record["event"]["kind"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn policies_reload_whole_or_not_at_all_and_the_admin_api_explains() {
+    let pki = pki();
+    let token = "admin-token-policies-0123456789";
+    let folder = tempfile::tempdir().unwrap();
+    let policies = harness::workspace().join("policies");
+    for name in ["schema.cedarschema", "release.cedar"] {
+        std::fs::copy(policies.join(name), folder.path().join(name)).unwrap();
+    }
+    let server = start(
+        pki,
+        ServerOptions {
+            oidc_extra: client_toml("third", "third_party"),
+            tables: format!(
+                "[admin]\ntoken_sha256 = \"{}\"\n[disclosure]\npolicies = {:?}\nreload_secs = 1\n",
+                hex::encode(Sha256::digest(token)),
+                folder.path().display().to_string()
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let config = server.config.to_str().unwrap().to_owned();
+    let http = harness::client(pki, None);
+    let admin = |method: reqwest::Method, path: &str| {
+        http.request(method, server.public(path)).bearer_auth(token)
+    };
+    let get_json = |path: &'static str| {
+        let request = admin(reqwest::Method::GET, path);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, before) = get_json("/admin/api/policies").await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(
+        (before["permit"].as_u64(), before["forbid"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let v1 = before["version"].as_str().unwrap().to_owned();
+    assert!(third_has_name(&server, pki).await);
+
+    // The admin API explains, as `idp explain --json` does.
+    let holder = holder_id(pki);
+    let response = admin(
+        reqwest::Method::GET,
+        &format!("/admin/api/explain?relying_party=third&doctor={holder}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let explanation: Value = response.json().await.unwrap();
+    let reason = |e: &Value, claim: &str| {
+        e["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["claim"] == claim)
+            .unwrap_or_else(|| panic!("{claim}: {e}"))["reason"]
+            .clone()
+    };
+    assert_eq!(
+        reason(&explanation, "doctor_registration_number"),
+        "policy_forbids"
+    );
+    assert_eq!(reason(&explanation, "name"), "released");
+    assert_eq!(explanation["policy_version"], v1.as_str());
+    let missing = admin(
+        reqwest::Method::GET,
+        "/admin/api/explain?relying_party=nobody&doctor=nobody",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), 404);
+    let anonymous = http
+        .get(server.public("/admin/api/policies"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // A change that does not validate is refused, once on record; the policy in force stays
+    // through the periodic checks that see the same files again.
+    std::fs::write(
+        folder.path().join("zz.cedar"),
+        "@id(\"broken\") forbid (principal, action, resource) when { context.nope };",
+    )
+    .unwrap();
+    let refused = admin(reqwest::Method::POST, "/admin/api/policies/reload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error"], "invalid_policy");
+    assert!(
+        refused["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("nope"),
+        "{refused}"
+    );
+    assert_eq!(refused["version"], v1.as_str());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        get_json("/admin/api/policies").await.1["version"],
+        v1.as_str()
+    );
+    assert!(
+        third_has_name(&server, pki).await,
+        "the old policy still decides"
+    );
+    let refusals = |kinds: &[String]| {
+        kinds
+            .iter()
+            .filter(|k| *k == "admin.policy.refused")
+            .count()
+    };
+    assert_eq!(refusals(&audit_kinds(&config)), 1);
+
+    // A valid change is picked up by the periodic check: the name no longer goes to third
+    // parties from the next login.
+    std::fs::write(
+        folder.path().join("zz.cedar"),
+        "@id(\"no-name-for-third-parties\")\n@reason(\"test\")\nforbid (principal in Idp::Audience::\"third_party\", action == Idp::Action::\"release\", resource == Idp::Claim::\"name\");",
+    )
+    .unwrap();
+    let mut v2 = v1.clone();
+    for _ in 0..50 {
+        v2 = get_json("/admin/api/policies").await.1["version"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if v2 != v1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(v2, v1, "the change was not picked up\n{}", server.log());
+    assert!(!third_has_name(&server, pki).await);
+    let kinds = audit_kinds(&config);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "admin.policy.reloaded")
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    // SIGHUP checks at once and does not stop the server; an API reload of the same files
+    // changes nothing.
+    let hup = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let again: Value = admin(reqwest::Method::POST, "/admin/api/policies/reload")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        serde_json::json!({"result": "unchanged", "version": v2})
+    );
+    let (ok, text) = idp(&["audit", "verify", "-c", &config]);
+    assert!(ok, "{text}");
+}
+
+/// Whether a login of the third-party client receives the doctor's name.
+async fn third_has_name(server: &Server, pki: &Pki) -> bool {
+    released(server, pki, "third").await.get("name").is_some()
+}

@@ -129,6 +129,12 @@ impl Server {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("idp.log")).unwrap_or_default()
     }
+
+    /// The server's process ID (signals).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 /// Options for one server.

@@ -519,7 +519,105 @@ pub fn api_routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/api/clients/{id}/rotate-secret",
             web::post().to(api_rotate_secret),
-        );
+        )
+        .route("/admin/api/policies", web::get().to(api_policies))
+        .route(
+            "/admin/api/policies/reload",
+            web::post().to(api_reload_policies),
+        )
+        .route("/admin/api/explain", web::get().to(api_explain));
+}
+
+/// The policy in force: version, source, counts, and every policy with its reason.
+async fn api_policies(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(denied) = admin_denial(&req, &state) {
+        return denied;
+    }
+    let policy = state.policies.engine().policy();
+    let policies: Vec<_> = policy
+        .reasons()
+        .iter()
+        .map(|(id, reason)| serde_json::json!({"id": id, "reason": reason}))
+        .collect();
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({
+            "version": policy.version(),
+            "source": state.policies.dir().map_or("builtin".to_owned(), |d| d.display().to_string()),
+            "permit": policy.count(true),
+            "forbid": policy.count(false),
+            "policies": policies,
+        }))
+}
+
+/// Reloads the policies folder now: 200 with the outcome, or 422 `invalid_policy` with
+/// the error (the policy in force stays).
+async fn api_reload_policies(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    use crate::disclosure::ReloadOutcome;
+    if let Some(denied) = admin_denial(&req, &state) {
+        return denied;
+    }
+    match state.policies.reload("admin-api", true).await {
+        Ok(ReloadOutcome::Refused { error, version }) => HttpResponse::UnprocessableEntity()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(serde_json::json!({
+                "error": "invalid_policy",
+                "error_description": error,
+                "version": version,
+            })),
+        Ok(outcome) => {
+            let (result, version) = match outcome {
+                ReloadOutcome::Reloaded { to, .. } => ("reloaded", to),
+                ReloadOutcome::Unchanged { version } => ("unchanged", version),
+                ReloadOutcome::Builtin { version } => ("builtin", version),
+                ReloadOutcome::Refused { version, .. } => ("refused", version),
+            };
+            HttpResponse::Ok()
+                .insert_header(("Cache-Control", "no-store"))
+                .json(serde_json::json!({"result": result, "version": version}))
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    relying_party: String,
+    doctor: String,
+}
+
+/// `idp explain --json` over HTTP: each claim's decision for a relying party and doctor.
+async fn api_explain(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(denied) = admin_denial(&req, &state) {
+        return denied;
+    }
+    let query = match web::Query::<ExplainQuery>::from_query(req.query_string()) {
+        Ok(q) => q.into_inner(),
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    };
+    let stores = state.oidc.provider.stores();
+    let explain_stores = crate::disclosure::ExplainStores {
+        doctors: state.doctors.as_ref(),
+        clients: stores.clients.as_ref(),
+        sps: state.sps.as_ref(),
+        consents: stores.consents.as_ref(),
+        settings: stores.settings.as_ref(),
+    };
+    match crate::disclosure::explain(
+        state.policies.engine(),
+        explain_stores,
+        &query.relying_party,
+        &query.doctor,
+        OffsetDateTime::now_utc(),
+    )
+    .await
+    {
+        Ok(explanation) => HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(explanation),
+        Err(e) => api_error(StatusCode::NOT_FOUND, "not_found", &e),
+    }
 }
 
 fn saml_missing() -> HttpResponse {

@@ -37,6 +37,10 @@ pub struct AppState {
     pub oidc: crate::oidc::OidcState,
     /// The SAML IdP, when configured.
     pub saml: Option<crate::saml::SamlState>,
+    /// The disclosure policy in force and its reloading.
+    pub policies: Arc<crate::disclosure::PolicyReloader>,
+    /// Registered SAML SPs (also without a SAML IdP configured: `explain` reads them).
+    pub sps: Arc<dyn idp_core::store::SpStore>,
 }
 
 impl AppState {

@@ -117,13 +117,31 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// The disclosure policy (docs/DISCLOSURE.md).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisclosureConfig {
     /// The policies folder (`schema.cedarschema` and `*.cedar`); unset: the compiled-in
     /// defaults (the repository's `policies/`).
     #[serde(default)]
     pub policies: Option<PathBuf>,
+    /// How often the folder is checked for changes (seconds); a change that loads
+    /// replaces the policy, one that does not is refused and the policy in force stays.
+    /// SIGHUP and `POST /admin/api/policies/reload` check at once.
+    #[serde(default = "default_policy_reload_secs")]
+    pub reload_secs: u64,
+}
+
+fn default_policy_reload_secs() -> u64 {
+    5
+}
+
+impl Default for DisclosureConfig {
+    fn default() -> Self {
+        Self {
+            policies: None,
+            reload_secs: default_policy_reload_secs(),
+        }
+    }
 }
 
 /// The SAML 2.0 identity provider.
@@ -521,6 +539,8 @@ pub struct Runtime {
     pub saml: Option<SamlRuntime>,
     /// The disclosure policy, loaded and validated.
     pub disclosure: Arc<idp_core::disclosure::DisclosurePolicy>,
+    /// Its folder (`None`: the compiled-in defaults, which never change).
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -751,8 +771,9 @@ impl Config {
             clients.push(registration);
         }
         let saml = self.saml_runtime(&resolve)?;
-        let policy = match self.disclosure.policies.as_deref() {
-            Some(dir) => idp_core::disclosure::DisclosurePolicy::load(&resolve(dir)),
+        let policy_dir = self.disclosure.policies.as_deref().map(&resolve);
+        let policy = match policy_dir.as_deref() {
+            Some(dir) => idp_core::disclosure::DisclosurePolicy::load(dir),
             None => idp_core::disclosure::DisclosurePolicy::builtin(),
         }
         .map_err(|e| ConfigError::Invalid {
@@ -763,6 +784,7 @@ impl Config {
             saml,
             clients,
             disclosure: Arc::new(policy),
+            policy_dir,
             mtls_client_cas,
             base_dir: base_dir.to_owned(),
             public_identity,

@@ -233,3 +233,175 @@ pub fn explanation_lines(explanation: &Value) -> Vec<String> {
     }
     out
 }
+
+/// What a policy reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The folder's files are as they were (or load to the version in force).
+    Unchanged { version: String },
+    /// The new policy is in force (and on record).
+    Reloaded { from: String, to: String },
+    /// The folder does not load: the policy in force stays (and the refusal is on record).
+    Refused { error: String, version: String },
+    /// The compiled-in defaults are in force: there is nothing to reload.
+    Builtin { version: String },
+}
+
+/// Reloads the disclosure policy from its folder (docs/DISCLOSURE.md, "Reloading"): a
+/// change that loads and validates replaces the policy whole after its record commits; one
+/// that does not is refused, recorded once, and the policy in force stays.
+#[derive(Debug)]
+pub struct PolicyReloader {
+    dir: Option<std::path::PathBuf>,
+    engine: std::sync::Arc<DisclosureEngine>,
+    audit: idp_core::audit::AuditLog,
+    /// The digest of the folder's files last acted on.
+    seen: tokio::sync::Mutex<Option<String>>,
+}
+
+/// SHA-256 over the names and contents of the folder's policy files, in name order.
+fn folder_digest(dir: &std::path::Path) -> Result<String, String> {
+    use sha2::Digest as _;
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "cedar" || x == "cedarschema")
+        })
+        .collect();
+    names.sort();
+    let mut hash = sha2::Sha256::new();
+    for path in names {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        hash.update(path.file_name().unwrap_or_default().as_encoded_bytes());
+        hash.update([0]);
+        hash.update(sha2::Sha256::digest(&bytes));
+    }
+    Ok(hex::encode(hash.finalize()))
+}
+
+impl PolicyReloader {
+    pub fn new(
+        dir: Option<std::path::PathBuf>,
+        engine: std::sync::Arc<DisclosureEngine>,
+        audit: idp_core::audit::AuditLog,
+    ) -> Self {
+        let seen = dir.as_deref().and_then(|d| folder_digest(d).ok());
+        Self {
+            dir,
+            engine,
+            audit,
+            seen: tokio::sync::Mutex::new(seen),
+        }
+    }
+
+    pub fn engine(&self) -> &DisclosureEngine {
+        &self.engine
+    }
+
+    /// The policies folder, if one is configured.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
+    }
+
+    /// Checks the folder (at once when `force`, else only if its files changed) and
+    /// reloads; `actor` is who asked (`system`, `signal`, `admin-api`).
+    pub async fn reload(&self, actor: &str, force: bool) -> Result<ReloadOutcome, String> {
+        let in_force = self.engine.policy().version().to_owned();
+        let Some(dir) = self.dir.clone() else {
+            return Ok(ReloadOutcome::Builtin { version: in_force });
+        };
+        // One reload at a time; the lock also orders the audit records.
+        let mut seen = self.seen.lock().await;
+        let digest = folder_digest(&dir);
+        if !force && digest.as_ref().ok() == seen.as_ref() {
+            return Ok(ReloadOutcome::Unchanged { version: in_force });
+        }
+        let loaded = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || DisclosurePolicy::load(&dir))
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let outcome = match (digest.clone(), loaded) {
+            (Ok(_), Ok(policy)) if policy.version() == in_force => {
+                ReloadOutcome::Unchanged { version: in_force }
+            }
+            (Ok(_), Ok(policy)) => {
+                let to = policy.version().to_owned();
+                // Recorded first: no policy is in force unrecorded.
+                self.record(
+                    actor,
+                    "policy.reloaded",
+                    json!({"from": in_force, "to": to, "permit": policy.count(true), "forbid": policy.count(false)}),
+                )
+                .await?;
+                self.engine.replace(std::sync::Arc::new(policy));
+                tracing::info!(from = %in_force, to = %to, "disclosure policy reloaded");
+                ReloadOutcome::Reloaded { from: in_force, to }
+            }
+            (Err(e), _) => ReloadOutcome::Refused {
+                error: e,
+                version: in_force,
+            },
+            (_, Err(e)) => ReloadOutcome::Refused {
+                error: e.to_string(),
+                version: in_force,
+            },
+        };
+        if let ReloadOutcome::Refused { error, version } = &outcome {
+            tracing::error!(error = %error, in_force = %version, "disclosure policy refused; the one in force stays");
+            // Once per change of the files, however often it is looked at.
+            if force || digest.as_ref().ok() != seen.as_ref() {
+                self.record(
+                    actor,
+                    "policy.refused",
+                    json!({"error": error, "in_force": version}),
+                )
+                .await?;
+            }
+        }
+        *seen = digest.ok();
+        Ok(outcome)
+    }
+
+    async fn record(&self, actor: &str, action: &str, detail: Value) -> Result<(), String> {
+        self.audit
+            .record(idp_core::audit::AuditEvent::admin(
+                actor, action, None, detail,
+            ))
+            .await
+            .map_err(|e| format!("the audit log is unavailable: {e}"))
+    }
+}
+
+/// Checks the policies folder every `interval`, and at once on SIGHUP.
+pub fn spawn_policy_reloader(
+    reloader: std::sync::Arc<PolicyReloader>,
+    interval: std::time::Duration,
+) {
+    if reloader.dir().is_none() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            let (actor, force) = tokio::select! {
+                _ = ticker.tick() => ("system", false),
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => ("signal", true),
+            };
+            if let Err(e) = reloader.reload(actor, force).await {
+                tracing::error!(error = %e, "disclosure policy reload failed");
+            }
+        }
+    });
+}

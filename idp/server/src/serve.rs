@@ -92,6 +92,11 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         audit.clone(),
     )
     .await?;
+    let policies = Arc::new(crate::disclosure::PolicyReloader::new(
+        runtime.policy_dir.clone(),
+        disclosure.clone(),
+        audit.clone(),
+    ));
     let saml = crate::saml::prepare(
         &runtime,
         idp_saml::idp::IdpStores {
@@ -114,7 +119,13 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         metrics: Metrics::default(),
         oidc,
         saml,
+        policies: policies.clone(),
+        sps: database.clone(),
     });
+    crate::disclosure::spawn_policy_reloader(
+        policies,
+        Duration::from_secs(runtime.config.disclosure.reload_secs.max(1)),
+    );
     crate::saml::spawn_metadata_refresher(state.clone());
     crate::oidc::spawn_key_reloader(
         state.clone(),
