@@ -40,11 +40,23 @@ audience = "{audience}"
     )
 }
 
-fn sp_metadata() -> String {
+/// An SP that requires email (`RequestedAttribute isRequired`).
+const REQUIRING_SP: &str = "https://requiring-sp.example/saml";
+
+/// Metadata of an SP at `entity_id`; with `requires`, a required attribute.
+fn sp_metadata(entity_id: &str, requires: Option<&str>) -> String {
+    let requested = requires
+        .map(|name| {
+            format!(
+                r#"<md:AttributeConsumingService index="0"><md:ServiceName xml:lang="ja">必須</md:ServiceName><md:RequestedAttribute Name="{name}" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:uri" isRequired="true"/></md:AttributeConsumingService>"#
+            )
+        })
+        .unwrap_or_default();
     format!(
-        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="{SP}">
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="{entity_id}">
   <md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
-    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://regional-sp.example/acs" index="0"/>
+    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{entity_id}/acs" index="0"/>
+    {requested}
   </md:SPSSODescriptor>
 </md:EntityDescriptor>"#
     )
@@ -167,7 +179,9 @@ async fn the_portal_changes_settings_withdraws_consents_and_reads_the_history() 
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
     let metadata = dir.path().join("sp.xml");
-    std::fs::write(&metadata, sp_metadata()).unwrap();
+    std::fs::write(&metadata, sp_metadata(SP, None)).unwrap();
+    let requiring = dir.path().join("requiring-sp.xml");
+    std::fs::write(&requiring, sp_metadata(REQUIRING_SP, Some(MAIL))).unwrap();
     let server = start(
         pki,
         ServerOptions {
@@ -188,8 +202,10 @@ async fn the_portal_changes_settings_withdraws_consents_and_reads_the_history() 
             ]
             .concat(),
             tables: saml_table(&format!(
-                "[[saml.sps]]\nmetadata_file = \"{}\"\npre_approved = true\naudience = \"regional_network\"\nclaims = [\"name\", \"email\", \"hpki_role\"]\n",
-                metadata.display()
+                "[[saml.sps]]\nmetadata_file = \"{}\"\npre_approved = true\naudience = \"regional_network\"\nclaims = [\"name\", \"email\", \"hpki_role\"]\n\
+                 [[saml.sps]]\nmetadata_file = \"{}\"\npre_approved = true\naudience = \"regional_network\"\n",
+                metadata.display(),
+                requiring.display()
             )),
             ..ServerOptions::default()
         },
@@ -235,6 +251,53 @@ async fn the_portal_changes_settings_withdraws_consents_and_reads_the_history() 
         response.contains(idp_vocabulary::saml_attribute::HC_ROLE),
         "{response}"
     );
+    // An SP that requires email is refused: the doctor reads that the own setting withholds
+    // it, and the button returns a RequestDenied Response without an assertion.
+    let mut browser = Browser::new(pki);
+    let (status, page) = saml_login(&server, pki, &mut browser, REQUIRING_SP, "doctor").await;
+    assert_eq!(status, 403, "{page}");
+    assert!(
+        page.contains(r#"data-reason="required_claims_withheld""#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"data-claim="email" data-why="doctor_setting""#),
+        "{page}"
+    );
+    assert!(page.contains("情報開示設定"), "Japanese first: {page}");
+    assert!(
+        !page.contains("<script>"),
+        "the doctor presses the button: {page}"
+    );
+    let denied = posted_saml_response(&page);
+    assert!(
+        denied.contains("urn:oasis:names:tc:SAML:2.0:status:RequestDenied"),
+        "{denied}"
+    );
+    assert!(!denied.contains("Assertion"), "{denied}");
+    // An OIDC client that requires email (essential) likewise.
+    let kit = harness::oidc_kit(&server, pki, "regional", SECRET, REDIRECT).await;
+    let (mut url, _) = kit.begin(&["openid", "profile", "email"], &AuthParams::hpki_card());
+    url.query_pairs_mut()
+        .append_pair("claims", r#"{"userinfo":{"email":{"essential":true}}}"#);
+    let mut browser = Browser::new(pki);
+    let (status, page) = harness::browse_to(
+        &server,
+        pki,
+        &mut browser,
+        url.as_str(),
+        "doctor",
+        true,
+        REDIRECT,
+    )
+    .await
+    .expect_err("a refusal page");
+    assert_eq!(status, 403, "{page}");
+    assert!(
+        page.contains(r#"data-claim="email" data-why="doctor_setting""#),
+        "{page}"
+    );
+    assert!(page.contains("error=access_denied"), "{page}");
 
     // Consents: the third party asks, the doctor approves; the portal lists and withdraws.
     login(&server, pki, "third", &["openid", "profile"]).await;

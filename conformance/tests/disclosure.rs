@@ -68,6 +68,27 @@ async fn released(server: &Server, pki: &Pki, client_id: &str) -> Value {
     )
 }
 
+/// A login refused for a required claim: the page names the claim and why (`why`); its
+/// link returns to the client. The query the client receives.
+async fn refused_then_returned(server: &Server, pki: &Pki, url: &str, why: &str) -> String {
+    let mut browser = Browser::new(pki);
+    let (status, page) =
+        harness::browse_to(server, pki, &mut browser, url, "doctor", true, REDIRECT)
+            .await
+            .expect_err("a refusal page");
+    assert_eq!(status, 403, "{page}");
+    assert!(
+        page.contains(r#"data-reason="required_claims_withheld""#),
+        "{page}"
+    );
+    assert!(page.contains(&format!(r#"data-why="{why}""#)), "{page}");
+    let link = harness::between(&page, r#"<a class="button" href=""#, "\"").replace("&amp;", "&");
+    let query = link
+        .strip_prefix(&format!("{REDIRECT}?"))
+        .unwrap_or_else(|| panic!("{link}"));
+    query.to_owned()
+}
+
 fn holder_id(pki: &Pki) -> String {
     pki.manifest
         .card("doctor")
@@ -123,15 +144,16 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         assert!(third.get(claim).is_none(), "third party: {claim}: {third}");
     }
 
-    // A client that requires (essential) a claim the policy withholds is refused with
-    // access_denied, not given a partial login.
+    // A client that requires (essential) a claim the policy withholds is refused, not
+    // given a partial login: the doctor reads why, then returns to the client with
+    // access_denied.
     let third_kit = kit(&server, pki, "third").await;
     let (mut url, _pending) = third_kit.begin(SCOPES, &AuthParams::hpki_card());
     url.query_pairs_mut().append_pair(
         "claims",
         r#"{"id_token":{"doctor_registration_number":{"essential":true}}}"#,
     );
-    let query = callback(&server, pki, url.as_str()).await;
+    let query = refused_then_returned(&server, pki, url.as_str(), "policy_forbids").await;
     assert!(query.contains("error=access_denied"), "{query}");
     assert!(query.contains("doctor_registration_number"), "{query}");
     assert!(!query.contains("code="), "{query}");

@@ -612,10 +612,27 @@ pub async fn browse(
     approve: bool,
     redirect: &str,
 ) -> Leg {
+    match browse_to(server, pki, browser, url, card, approve, redirect).await {
+        Ok(query) => Leg::Callback(query),
+        Err((status, body)) => Leg::Page(status, reason(&body)),
+    }
+}
+
+/// [`browse`], with the whole page where the browser stopped at the IdP.
+#[allow(dead_code)]
+pub async fn browse_to(
+    server: &Server,
+    pki: &Pki,
+    browser: &mut Browser,
+    url: &str,
+    card: &str,
+    approve: bool,
+    redirect: &str,
+) -> Result<String, (u16, String)> {
     let mut url = url.to_owned();
     for _ in 0..12 {
         if let Some(query) = url.strip_prefix(&format!("{redirect}?")) {
-            return Leg::Callback(query.to_owned());
+            return Ok(query.to_owned());
         }
         if url.starts_with(&server.login("")) {
             match present(&client(pki, Some(card)), &url).await {
@@ -623,7 +640,9 @@ pub async fn browse(
                     url = next;
                     continue;
                 }
-                CardStep::Refused(status, code) => return Leg::Page(status, Some(code)),
+                CardStep::Refused(status, code) => {
+                    return Err((status, format!("<p data-reason=\"{code}\">")));
+                }
                 CardStep::Handshake(e) => panic!("handshake failed: {e}"),
             }
         }
@@ -653,7 +672,7 @@ pub async fn browse(
             url = location(&response);
             continue;
         }
-        return Leg::Page(status, reason(&body));
+        return Err((status, body));
     }
     panic!("too many redirects from {url}");
 }

@@ -11,7 +11,8 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use idp_core::audit::{AuditEvent, AuditLog};
 use idp_core::oidc::release::{
-    Protocol, ReleaseDecision, ReleasePolicy, Verification, decide_at_login, released_values,
+    Protocol, ReleaseDecision, ReleasePolicy, RequiredWithheld, Verification, decide_at_login,
+    released_values,
 };
 use idp_core::oidc::subject::{SubjectType, subject_for};
 use idp_core::secret::Secret;
@@ -103,6 +104,12 @@ pub enum SsoStep {
     Login { pending: Secret },
     /// The doctor must consent.
     Consent(SpConsentPrompt),
+    /// The SP requires attributes that are withheld: show the doctor why, with `form`
+    /// (the `RequestDenied` Response) to return to the SP.
+    RequiredWithheld {
+        refusal: RequiredWithheld,
+        form: PostForm,
+    },
     /// The pending request is unknown or expired.
     PendingExpired,
     /// A store is down or signing failed.
@@ -579,14 +586,25 @@ impl IdentityProvider {
         // login that breaks later at the SP.
         let missing = decision.missing_required(&sp.required_claims);
         if !missing.is_empty() {
-            return self.refuse(
+            let refusal = RequiredWithheld {
+                relying_party: sp.display_name().to_owned(),
+                claims: missing,
+            };
+            let answer = self.refuse(
                 &request,
                 &SamlStatus::responder(
                     Some(status::REQUEST_DENIED),
-                    &format!("required attributes are withheld: {}", missing.join("; ")),
+                    &refusal.description("required attributes"),
                 ),
                 now,
             );
+            // A passive request may show nothing: the refusal goes back at once.
+            return match answer {
+                SsoStep::Post(form) if !request.is_passive => {
+                    SsoStep::RequiredWithheld { refusal, form }
+                }
+                other => other,
+            };
         }
         let must_ask = !sp.settings.pre_approved
             && !consent_answered

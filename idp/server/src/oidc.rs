@@ -772,6 +772,21 @@ fn authorize_response(req: &HttpRequest, step: AuthorizeStep) -> HttpResponse {
             see_other(&format!("/login?return_to={}", percent_encode(&return_to)))
         }
         AuthorizeStep::Consent(prompt) => consent_page(req, &prompt),
+        AuthorizeStep::RequiredWithheld { refusal, redirect } => {
+            let action = format!(
+                r#"<p><a class="button" href="{}" data-continue>{}</a></p>"#,
+                escape(&redirect),
+                escape(lang.pick("サービスに戻る", "Return to the service"))
+            );
+            html(
+                StatusCode::FORBIDDEN,
+                layout(
+                    lang,
+                    crate::pages::required_withheld_title(lang),
+                    &crate::pages::required_withheld_body(lang, &refusal, &action),
+                ),
+            )
+        }
         AuthorizeStep::PendingExpired => message_page(
             lang,
             StatusCode::BAD_REQUEST,

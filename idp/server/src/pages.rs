@@ -268,3 +268,81 @@ pub fn claim_label(lang: Lang, claim: &str) -> &'static str {
     };
     lang.pick(ja, en)
 }
+
+/// Why a required claim is withheld, in the doctor's words.
+fn withheld_reason(lang: Lang, why: &idp_core::oidc::release::Withheld) -> String {
+    use idp_core::oidc::release::Withheld;
+    match why {
+        Withheld::DoctorSetting(item) => {
+            let (ja, en) = item.label();
+            match lang {
+                Lang::Ja => format!(
+                    "あなたの情報開示設定で、この種類のサービスへの「{ja}」の提供を停止しています。設定を変更すると、次回のログインから提供されます。"
+                ),
+                Lang::En => format!(
+                    "Your disclosure settings withhold “{en}” from this kind of service. If you change the setting, it is provided from your next login."
+                ),
+            }
+        }
+        Withheld::PolicyForbids(_) | Withheld::NotPermitted => lang
+            .pick(
+                "開示ポリシーにより、このサービスには提供されません。",
+                "The disclosure policy does not release it to this service.",
+            )
+            .to_owned(),
+        Withheld::PolicyError(_) => lang
+            .pick(
+                "開示ポリシーを評価できなかったため提供されません。管理者にお問い合わせください。",
+                "The disclosure policy could not be evaluated, so it is withheld. Please contact the administrator.",
+            )
+            .to_owned(),
+        Withheld::UnknownClaim => lang
+            .pick(
+                "この認証基盤が扱わない情報です。",
+                "This identity provider does not handle this information.",
+            )
+            .to_owned(),
+        Withheld::NoConsent => lang
+            .pick("同意されていません。", "You have not consented.")
+            .to_owned(),
+    }
+}
+
+/// The page shown when a relying party requires claims that are withheld: each claim
+/// and why, then `action` (a link or form that returns the refusal to the service).
+pub fn required_withheld_body(
+    lang: Lang,
+    refusal: &idp_core::oidc::release::RequiredWithheld,
+    action: &str,
+) -> String {
+    let mut items = String::new();
+    for (claim, why) in &refusal.claims {
+        items.push_str(&format!(
+            r#"<li data-claim="{}" data-why="{}"><strong>{}</strong>: {}</li>"#,
+            escape(claim),
+            why.as_str(),
+            escape(claim_label(lang, claim)),
+            escape(&withheld_reason(lang, why))
+        ));
+    }
+    format!(
+        r#"<p class="notice" data-reason="required_claims_withheld"><strong>{rp}</strong> {lead}</p>
+<ul class="claims">{items}</ul>
+<p>{note}</p>
+{action}"#,
+        rp = escape(&refusal.relying_party),
+        lead = escape(lang.pick(
+            "はログインに次の情報を必須としていますが、提供されないためログインできません。",
+            "requires the following information to log in, which is not provided, so you cannot log in."
+        )),
+        note = escape(lang.pick(
+            "サービスに戻ると、ログインできなかったことがサービスに伝えられます。",
+            "Returning to the service tells it that the login did not happen."
+        )),
+    )
+}
+
+/// The title of that page.
+pub fn required_withheld_title(lang: Lang) -> &'static str {
+    lang.pick("ログインできません", "You cannot log in")
+}

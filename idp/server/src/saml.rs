@@ -107,6 +107,25 @@ const AUTO_SUBMIT: &str = "document.forms[0].submit();";
 /// The HTTP-POST binding: a form the browser submits to the SP at once (a button when
 /// scripts are off). Only this page's script and a form to the SP's origin are allowed.
 fn post_page(lang: Lang, form: &PostForm) -> HttpResponse {
+    post_form_page(
+        lang,
+        form,
+        StatusCode::OK,
+        lang.pick("サービスへ移動しています", "Returning to the service"),
+        None,
+    )
+}
+
+/// A page carrying `form` to the SP: submitted by a script (a hash-pinned one, the only
+/// script allowed) unless `intro` is given, which is shown above a button the doctor
+/// presses after reading it.
+fn post_form_page(
+    lang: Lang,
+    form: &PostForm,
+    status: StatusCode,
+    title: &str,
+    intro: Option<String>,
+) -> HttpResponse {
     let Some(origin) = origin_of(&form.url) else {
         return HttpResponse::InternalServerError().finish();
     };
@@ -120,20 +139,29 @@ fn post_page(lang: Lang, form: &PostForm) -> HttpResponse {
             )
         })
         .unwrap_or_default();
-    let body = format!(
-        r#"<form method="post" action="{url}"><input type="hidden" name="{field}" value="{message}">{relay}<noscript><p>{note}</p><button type="submit">{button}</button></noscript></form><script>{AUTO_SUBMIT}</script>"#,
+    let fields = format!(
+        r#"<form method="post" action="{url}"><input type="hidden" name="{field}" value="{message}">{relay}"#,
         url = escape(&form.url),
         field = form.field,
         message = escape(&form.message),
-        note = escape(lang.pick(
-            "JavaScript が無効です。ボタンを押してサービスへ進んでください。",
-            "JavaScript is off. Press the button to continue to the service."
-        )),
-        button = escape(lang.pick("続ける", "Continue")),
     );
+    let body = match intro {
+        None => format!(
+            r#"{fields}<noscript><p>{note}</p><button type="submit">{button}</button></noscript></form><script>{AUTO_SUBMIT}</script>"#,
+            note = escape(lang.pick(
+                "JavaScript が無効です。ボタンを押してサービスへ進んでください。",
+                "JavaScript is off. Press the button to continue to the service."
+            )),
+            button = escape(lang.pick("続ける", "Continue")),
+        ),
+        Some(intro) => format!(
+            r#"{intro}{fields}<button type="submit" data-continue>{button}</button></form>"#,
+            button = escape(lang.pick("サービスに戻る", "Return to the service")),
+        ),
+    };
     let hash = base64::engine::general_purpose::STANDARD
         .encode(sha2::Sha256::digest(AUTO_SUBMIT.as_bytes()));
-    HttpResponse::Ok()
+    HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((
@@ -143,11 +171,7 @@ fn post_page(lang: Lang, form: &PostForm) -> HttpResponse {
             ),
         ))
         .insert_header(("Referrer-Policy", "no-referrer"))
-        .body(layout(
-            lang,
-            lang.pick("サービスへ移動しています", "Returning to the service"),
-            &body,
-        ))
+        .body(layout(lang, title, &body))
 }
 
 /// How the request arrived: a cross-site POST carries no session cookie (SameSite=Lax),
@@ -176,6 +200,13 @@ fn sso_response(req: &HttpRequest, step: SsoStep, arrival: Arrival) -> HttpRespo
             &reason,
         ),
         SsoStep::Post(form) => post_page(lang, &form),
+        SsoStep::RequiredWithheld { refusal, form } => post_form_page(
+            lang,
+            &form,
+            StatusCode::FORBIDDEN,
+            crate::pages::required_withheld_title(lang),
+            Some(crate::pages::required_withheld_body(lang, &refusal, "")),
+        ),
         SsoStep::Login { pending } => {
             let continue_at = format!("/saml/sso/continue?pending={}", pending.dangerous_expose());
             match arrival {

@@ -19,8 +19,8 @@ use super::client_auth::{ClientAuthenticator, ClientCertificate, Presented};
 use super::grant::{AccessGrant, Authorization, CodeGrant, GrantPolicy, Grants, Issued, at_hash};
 use super::keys::KeySet;
 use super::release::{
-    Protocol, ReleaseDecision, ReleasePolicy, RelyingParty, Verification, decide_at_login,
-    essential_claims, released_values, requested_claims,
+    Protocol, ReleaseDecision, ReleasePolicy, RelyingParty, RequiredWithheld, Verification,
+    decide_at_login, essential_claims, released_values, requested_claims,
 };
 use super::subject::subject_for;
 use super::{ErrorCode, OAuthError};
@@ -75,6 +75,12 @@ pub enum AuthorizeStep {
     Login { pending: Secret },
     /// The doctor must consent.
     Consent(ConsentPrompt),
+    /// The client requires claims that are withheld: show the doctor why, then send the
+    /// browser to `redirect` (the client's redirect URI with `access_denied`).
+    RequiredWithheld {
+        refusal: RequiredWithheld,
+        redirect: String,
+    },
     /// The pending request is unknown or expired, or belongs to another doctor.
     PendingExpired,
     /// A store is down.
@@ -467,10 +473,23 @@ impl Provider {
         // login that breaks later at the relying party.
         let missing = decision.missing_required(&essential_claims(request.claims.as_ref()));
         if !missing.is_empty() {
-            return fail(
-                ErrorCode::AccessDenied,
-                &format!("essential claims are withheld: {}", missing.join("; ")),
+            let refusal = RequiredWithheld {
+                relying_party: client.name.clone(),
+                claims: missing,
+            };
+            let redirect = self.error_redirect(
+                &request.redirect_uri,
+                request.state.as_deref(),
+                &OAuthError::new(
+                    ErrorCode::AccessDenied,
+                    refusal.description("essential claims"),
+                ),
             );
+            // With prompt=none nothing may be shown: the error goes back at once.
+            if request.prompt.none {
+                return AuthorizeStep::Redirect(redirect);
+            }
+            return AuthorizeStep::RequiredWithheld { refusal, redirect };
         }
         let scopes_consented = client.pre_approved
             || consent.as_ref().is_some_and(|c| {

@@ -169,6 +169,28 @@ impl std::fmt::Display for Withheld {
     }
 }
 
+/// A login refused because the relying party requires claims that are withheld: the
+/// doctor is shown why (and what could change it) before the protocol's error goes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequiredWithheld {
+    /// The relying party's display name.
+    pub relying_party: String,
+    /// The required claims withheld, with their reasons.
+    pub claims: Vec<(String, Withheld)>,
+}
+
+impl RequiredWithheld {
+    /// The protocol error's description: each claim with its reason.
+    pub fn description(&self, what: &str) -> String {
+        let list: Vec<String> = self
+            .claims
+            .iter()
+            .map(|(name, why)| format!("{name} ({why})"))
+            .collect();
+        format!("{what} are withheld: {}", list.join("; "))
+    }
+}
+
 /// The protocol a relying party speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -244,12 +266,12 @@ impl ReleaseDecision {
 
     /// The required claims this decision withholds for a reason consent cannot change
     /// (policy, doctor's setting, unknown claim): a relying party that requires them is
-    /// refused rather than given a partial login. With the reasons, for the error.
-    pub fn missing_required(&self, required: &BTreeSet<String>) -> Vec<String> {
+    /// refused rather than given a partial login. With the reasons.
+    pub fn missing_required(&self, required: &BTreeSet<String>) -> Vec<(String, Withheld)> {
         self.withheld
             .iter()
             .filter(|(name, why)| required.contains(name) && *why != Withheld::NoConsent)
-            .map(|(name, why)| format!("{name} ({why})"))
+            .cloned()
             .collect()
     }
 
@@ -498,9 +520,17 @@ mod tests {
             policy_version: String::new(),
         };
         // Consent can still be asked for family_name; email is withheld for good.
+        let missing = RequiredWithheld {
+            relying_party: "RP".into(),
+            claims: decision.missing_required(&essential),
+        };
         assert_eq!(
-            decision.missing_required(&essential),
-            ["email (withheld: no policy permits it)".to_owned()]
+            missing.claims,
+            [("email".to_owned(), Withheld::NotPermitted)]
+        );
+        assert_eq!(
+            missing.description("essential claims"),
+            "essential claims are withheld: email (withheld: no policy permits it)"
         );
     }
 }
