@@ -307,6 +307,12 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         text.contains("disclosure.policies") && text.contains("nope"),
         "{text}"
     );
+    // An audit retention below the year is refused too.
+    let short = server.dir.path().join("short-retention.toml");
+    let text = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(&short, format!("{text}\n[audit]\nretention_days = 100\n")).unwrap();
+    let (ok, text) = idp(&["check-config", "-c", short.to_str().unwrap()]);
+    assert!(!ok && text.contains("audit.retention_days"), "{text}");
     // `idp policy check -c` reads the configuration's folder, and only that.
     let (ok, text) = idp(&["policy", "check", "-c", copy.to_str().unwrap()]);
     assert!(!ok && text.contains("nope"), "{text}");

@@ -27,6 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::StoreError;
 
+/// The least retention of audit records: the MHLW guideline's year.
+pub const MIN_RETENTION_DAYS: u32 = 365;
+
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -337,6 +340,13 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Sets how many days records are kept at least (the database refuses deleting younger
+    /// ones); below 365 is refused.
+    async fn set_retention_days(&self, days: u32) -> Result<(), StoreError>;
+
+    /// The retention in force, in days.
+    async fn retention_days(&self) -> Result<u32, StoreError>;
 
     /// A doctor's own records, newest first: up to `limit` with `seq < before` (all when
     /// `before` is `None`).

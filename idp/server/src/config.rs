@@ -56,6 +56,10 @@ pub struct AuditConfig {
     /// A checkpoint after this many records (and after the first batch of a process).
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// Records younger than this many days cannot be deleted (the database refuses);
+    /// at least 365, the MHLW guideline's year.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
 }
 
 impl Default for AuditConfig {
@@ -63,8 +67,13 @@ impl Default for AuditConfig {
         Self {
             checkpoint_key: default_checkpoint_key(),
             checkpoint_every: default_checkpoint_every(),
+            retention_days: default_retention_days(),
         }
     }
+}
+
+fn default_retention_days() -> u32 {
+    idp_core::audit::MIN_RETENTION_DAYS
 }
 
 fn default_checkpoint_key() -> PathBuf {
@@ -771,6 +780,16 @@ impl Config {
             clients.push(registration);
         }
         let saml = self.saml_runtime(&resolve)?;
+        if self.audit.retention_days < idp_core::audit::MIN_RETENTION_DAYS {
+            return Err(ConfigError::Invalid {
+                key: "audit.retention_days",
+                reason: format!(
+                    "{} is below the floor of {} days (the MHLW guideline's year)",
+                    self.audit.retention_days,
+                    idp_core::audit::MIN_RETENTION_DAYS
+                ),
+            });
+        }
         let policy_dir = self.disclosure.policies.as_deref().map(&resolve);
         let policy = match policy_dir.as_deref() {
             Some(dir) => idp_core::disclosure::DisclosurePolicy::load(dir),

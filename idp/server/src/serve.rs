@@ -66,6 +66,12 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
         Duration::from_secs(runtime.config.hpki.revocation.url_refresh_secs.max(1)),
     );
     let sessions = Sessions::new(ephemeral.clone(), runtime.session);
+    idp_core::audit::AuditStore::set_retention_days(
+        database.as_ref(),
+        runtime.config.audit.retention_days,
+    )
+    .await
+    .map_err(|e| StartError::Database(e.to_string()))?;
     let signer = runtime
         .checkpoint_signer(true)
         .map_err(StartError::Database)?;

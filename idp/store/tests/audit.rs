@@ -109,6 +109,50 @@ async fn suite(db: Database, raw: Raw) {
     assert!(raw.try_exec("DELETE FROM audit_log WHERE seq = 5").is_err());
     assert_eq!(verify_store(db.as_ref()).await.expect("intact").0, 300);
 
+    // Retention: configurable upward from 365 days, never below; the guard reads it, and
+    // a removed setting falls back to the floor.
+    assert_eq!(db.retention_days().await.expect("retention"), 365);
+    let days_ago =
+        |d: i64| (time::OffsetDateTime::now_utc().unix_timestamp() - d * 86400) * 1_000_000;
+    let insert_old = |seq: i64, days: i64| {
+        raw.try_exec(&format!(
+            "INSERT INTO audit_log (seq, at_micros, kind, actor, detail, prev_hash, hash) \
+             VALUES ({seq}, {}, 'release', 'x', '{{}}', 'x', 'x')",
+            days_ago(days)
+        ))
+        .expect("insert");
+    };
+    insert_old(900_001, 380);
+    db.set_retention_days(400).await.expect("set");
+    assert_eq!(db.retention_days().await.expect("retention"), 400);
+    assert!(
+        raw.try_exec("DELETE FROM audit_log WHERE seq = 900001")
+            .is_err()
+    );
+    db.set_retention_days(365).await.expect("set");
+    raw.try_exec("DELETE FROM audit_log WHERE seq = 900001")
+        .expect("older than the retention");
+    assert!(db.set_retention_days(364).await.is_err());
+    assert!(
+        raw.try_exec("UPDATE audit_retention SET days = 30")
+            .is_err()
+    );
+    raw.try_exec("DELETE FROM audit_retention")
+        .expect("setting removed");
+    assert_eq!(db.retention_days().await.expect("retention"), 365);
+    insert_old(900_002, 300);
+    assert!(
+        raw.try_exec("DELETE FROM audit_log WHERE seq = 900002")
+            .is_err()
+    );
+    db.set_retention_days(300)
+        .await
+        .expect_err("below the floor");
+    db.set_retention_days(365).await.expect("restored");
+    insert_old(900_003, 0);
+    raw.try_exec("DELETE FROM audit_log WHERE seq >= 900002")
+        .expect_err("still young");
+
     // An administrator drops the guards and tampers; verify names the first record.
     raw.drop_guards();
     // Cutting the end of the chain, past a checkpoint: the chain alone still verifies, the

@@ -9,7 +9,7 @@ use idp_core::store::StoreError;
 use time::OffsetDateTime;
 
 use super::doctors::db_error;
-use super::schema::{audit_checkpoints, audit_log};
+use super::schema::{audit_checkpoints, audit_log, audit_retention};
 use super::{Database, write_transaction};
 
 /// A row of `audit_log`, in column order.
@@ -205,6 +205,50 @@ impl AuditStore for Database {
                 .collect())
         })
         .await
+    }
+
+    async fn set_retention_days(&self, days: u32) -> Result<(), StoreError> {
+        if days < idp_core::audit::MIN_RETENTION_DAYS {
+            return Err(StoreError::Conflict(format!(
+                "audit retention must be at least {} days",
+                idp_core::audit::MIN_RETENTION_DAYS
+            )));
+        }
+        let days = i32::try_from(days)
+            .map_err(|_| StoreError::Conflict("audit retention out of range".into()))?;
+        self.run(move |conn| {
+            let updated = diesel::update(audit_retention::table.filter(audit_retention::id.eq(1)))
+                .set(audit_retention::days.eq(days))
+                .execute(conn)
+                .map_err(db_error)?;
+            if updated == 0 {
+                diesel::insert_into(audit_retention::table)
+                    .values((audit_retention::id.eq(1), audit_retention::days.eq(days)))
+                    .execute(conn)
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn retention_days(&self) -> Result<u32, StoreError> {
+        let days = self
+            .run(move |conn| {
+                audit_retention::table
+                    .filter(audit_retention::id.eq(1))
+                    .select(audit_retention::days)
+                    .first::<i32>(conn)
+                    .optional()
+                    .map_err(db_error)
+            })
+            .await?;
+        // A missing row is the floor, as in the database's guard.
+        Ok(days
+            .and_then(|d| u32::try_from(d).ok())
+            .map_or(idp_core::audit::MIN_RETENTION_DAYS, |d| {
+                d.max(idp_core::audit::MIN_RETENTION_DAYS)
+            }))
     }
 
     async fn records_of(

@@ -120,3 +120,10 @@ diesel::table! {
         signature -> Text,
     }
 }
+
+diesel::table! {
+    audit_retention (id) {
+        id -> Integer,
+        days -> Integer,
+    }
+}

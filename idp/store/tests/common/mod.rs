@@ -164,6 +164,7 @@ pub const MIGRATIONS: &[&str] = &[
     "2026-11-24-000003_saml",
     "2026-11-25-000004_disclosure",
     "2026-11-25-000005_audit",
+    "2026-11-25-000006_audit_retention",
 ];
 
 /// A doctor record (日医 太郎) provisioned for `holder_id` at `at`: its ID.
