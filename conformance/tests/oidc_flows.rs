@@ -506,24 +506,9 @@ async fn two_processes_on_postgres_and_redis_serve_one_flow() {
         return;
     };
     let pki = pki();
-    let name = format!("idp_oidc_{}", std::process::id());
-    let psql = |sql: &str| {
-        let out = std::process::Command::new("psql")
-            .arg(&pg)
-            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {name}"));
-    psql(&format!("CREATE DATABASE {name}"));
-    let (base, _) = pg.rsplit_once('/').unwrap();
+    let database = harness::PgDatabase::create(&pg, &format!("idp_oidc_{}", std::process::id()));
     let options = || ServerOptions {
-        database: Some(format!("{base}/{name}")),
+        database: Some(database.url.clone()),
         ephemeral: redis.clone(),
         oidc_extra: client_toml("rp", "pre_approved = true"),
         ..ServerOptions::default()
@@ -607,7 +592,6 @@ async fn two_processes_on_postgres_and_redis_serve_one_flow() {
     );
     drop(first);
     drop(second);
-    psql(&format!("DROP DATABASE IF EXISTS {name}"));
 }
 
 #[tokio::test]

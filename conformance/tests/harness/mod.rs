@@ -36,6 +36,55 @@ pub fn idp_bin() -> PathBuf {
 }
 
 /// Fails in CI when a service the suite needs is missing, skips elsewhere.
+/// A new, empty PostgreSQL database beside the one of an admin URL, dropped (with its
+/// connections) when this goes.
+#[allow(dead_code)]
+pub struct PgDatabase {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+#[allow(dead_code)]
+impl PgDatabase {
+    /// `name`, dropped first if it exists.
+    pub fn create(admin: &str, name: &str) -> Self {
+        psql(
+            admin,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        psql(admin, &format!("CREATE DATABASE {name}"));
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        Self {
+            admin: admin.to_owned(),
+            name: name.to_owned(),
+            url: format!("{base}/{name}"),
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn required_env(name: &str) -> Option<String> {
     match std::env::var(name) {
         Ok(v) if !v.is_empty() => Some(v),
@@ -135,6 +184,37 @@ impl Server {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind), if it still runs, and
+    /// waits for it to end.
+    #[allow(dead_code)]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the process again on the same configuration, database and ports.
+    #[allow(dead_code)]
+    pub fn restart(&mut self) {
+        self.child = spawn_serve(&self.config, &self.dir.path().join("idp.log"));
+        wait_ready(self).unwrap();
+    }
+}
+
+fn spawn_serve(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(idp_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("IDP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 /// Options for one server.
@@ -333,15 +413,7 @@ pairwise_salt = "conformance-pairwise-salt"
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let log = std::fs::File::create(dir.path().join("idp.log")).unwrap();
-    let child = Command::new(idp_bin())
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env("IDP_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = spawn_serve(&config_path, &dir.path().join("idp.log"));
     let mut server = Server {
         child,
         dir,
