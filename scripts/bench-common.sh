@@ -62,10 +62,11 @@ bench_dev_pki() {
 }
 
 # Writes an idp.toml in $1 (public port $2, login port $3, ephemeral store $4) with the
-# test PKI, SQLite and limits raised, then $5 appended after the [oidc] table (OIDC
-# clients, a [saml] table, ...), and imports the test doctors.
+# test PKI, SQLite (or the database URL $6) and limits raised, then $5 appended after the
+# [oidc] table (OIDC clients, a [saml] table, ...), and imports the test doctors.
 bench_idp_config() {
   local dir=$1 public=$2 login=$3 ephemeral=${4:-memory} extra=${5:-}
+  local database=${6:-sqlite://$1/idp.db}
   mkdir -p "$dir"
   cat >"$dir/idp.toml" <<EOF
 issuer = "https://localhost:$public"
@@ -91,7 +92,7 @@ crl_files = ["$PKI/crl/root.crl", "$PKI/crl/jma-ca.crl"]
 reload_secs = 60
 
 [storage]
-database = "sqlite://$dir/idp.db"
+database = "$database"
 ephemeral = "$ephemeral"
 
 # The benchmark makes no failed logins; limits raised so that it is never throttled.

@@ -75,8 +75,15 @@ pub async fn prepare(runtime: Arc<Runtime>) -> Result<web::Data<AppState>, Start
     let signer = runtime
         .checkpoint_signer(true)
         .map_err(StartError::Database)?;
+    #[cfg(not(feature = "bench-unaudited"))]
+    let audit_store: Arc<dyn idp_core::audit::AuditStore> = database.clone();
+    #[cfg(feature = "bench-unaudited")]
+    let audit_store: Arc<dyn idp_core::audit::AuditStore> = {
+        tracing::error!("built with bench-unaudited: nothing is audited (benchmarks only)");
+        Arc::new(unaudited::Discard)
+    };
     let audit = AuditLog::start(
-        database.clone(),
+        audit_store,
         Some(Arc::new(signer)),
         runtime.config.audit.checkpoint_every.max(1),
     );
@@ -296,4 +303,57 @@ fn workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
+}
+
+/// The audit store of a `bench-unaudited` build: chains and discards.
+#[cfg(feature = "bench-unaudited")]
+mod unaudited {
+    use idp_core::audit::{AuditEvent, AuditRecord, AuditStore, Checkpoint, GENESIS, chain};
+    use idp_core::store::StoreError;
+    use time::OffsetDateTime;
+
+    #[derive(Debug)]
+    pub struct Discard;
+
+    #[async_trait::async_trait]
+    impl AuditStore for Discard {
+        async fn append(
+            &self,
+            events: Vec<AuditEvent>,
+            now: OffsetDateTime,
+        ) -> Result<Vec<AuditRecord>, StoreError> {
+            let at = i64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
+            Ok(chain(0, GENESIS, at, events))
+        }
+        async fn records_after(&self, _: i64, _: usize) -> Result<Vec<AuditRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn put_checkpoint(&self, _: &Checkpoint) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn records_between(
+            &self,
+            _: OffsetDateTime,
+            _: OffsetDateTime,
+        ) -> Result<Vec<AuditRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn set_retention_days(&self, _: u32) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn retention_days(&self) -> Result<u32, StoreError> {
+            Ok(idp_core::audit::MIN_RETENTION_DAYS)
+        }
+        async fn records_of(
+            &self,
+            _: &str,
+            _: Option<i64>,
+            _: usize,
+        ) -> Result<Vec<AuditRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
 }
