@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use idp_core::audit::{AuditEvent, AuditLog};
 use idp_core::oidc::release::{
-    Protocol, ReleaseDecision, ReleasePolicy, RequiredWithheld, Verification, decide_at_login,
-    released_values,
+    Protocol, ReleaseDecision, ReleasePolicy, RequiredWithheld, Shown, Verification,
+    decide_at_login, released_values,
 };
 use idp_core::oidc::subject::{SubjectType, subject_for};
 use idp_core::secret::Secret;
@@ -121,6 +121,9 @@ struct Pending {
     request: AcceptedRequest,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// What the consent page showed (a pending request waiting for consent).
+    #[serde(default)]
+    shown: Option<Shown>,
 }
 
 /// The SPs a session logged in to, with the NameID each received (Single Logout).
@@ -375,11 +378,9 @@ impl IdentityProvider {
                 now,
             );
         }
-        let Ok(shown) = self
-            .release_decision(&sp, &sp.claims(), session, None)
-            .await
-        else {
-            return SsoStep::Unavailable;
+        // The doctor consented to what the page showed.
+        let Some(shown) = p.shown else {
+            return SsoStep::PendingExpired;
         };
         let consent = Consent::given(session, &sp.entity_id, Vec::new(), shown, now);
         if self.stores.consents.put_consent(&consent).await.is_err()
@@ -541,6 +542,7 @@ impl IdentityProvider {
                 .keep_pending(&Pending {
                     request,
                     created_at,
+                    shown: None,
                 })
                 .await
             {
@@ -625,6 +627,7 @@ impl IdentityProvider {
                 .keep_pending(&Pending {
                     request,
                     created_at,
+                    shown: Some(decision.shown()),
                 })
                 .await
             {

@@ -19,7 +19,7 @@ use super::client_auth::{ClientAuthenticator, ClientCertificate, Presented};
 use super::grant::{AccessGrant, Authorization, CodeGrant, GrantPolicy, Grants, Issued, at_hash};
 use super::keys::KeySet;
 use super::release::{
-    Protocol, ReleaseDecision, ReleasePolicy, RelyingParty, RequiredWithheld, Verification,
+    Protocol, ReleaseDecision, ReleasePolicy, RelyingParty, RequiredWithheld, Shown, Verification,
     decide_at_login, essential_claims, released_values, requested_claims,
 };
 use super::subject::subject_for;
@@ -105,6 +105,9 @@ struct Pending {
     request: AuthorizationRequest,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// What the consent page showed (a pending request waiting for consent).
+    #[serde(default)]
+    shown: Option<Shown>,
 }
 
 /// The token endpoint's successful response (RFC 6749 §5.1, OIDC Core §3.1.3.3).
@@ -350,14 +353,10 @@ impl Provider {
             Ok(None) => return AuthorizeStep::PendingExpired,
             Err(_) => return AuthorizeStep::Unavailable,
         };
-        let requested = requested_claims(&client, &p.request.scopes, p.request.claims.as_ref());
-        // The doctor consented to what the page showed: what would be released with
-        // consent, under the policy version in force.
-        let Ok(shown) = self
-            .release_decision(&client, &requested, session, None)
-            .await
-        else {
-            return AuthorizeStep::Unavailable;
+        // The doctor consented to what the page showed; a request that showed no consent
+        // page cannot be answered.
+        let Some(shown) = p.shown else {
+            return AuthorizeStep::PendingExpired;
         };
         let mut scopes = p.request.scopes.clone();
         scopes.sort();
@@ -437,6 +436,7 @@ impl Provider {
             let pending = Pending {
                 request,
                 created_at,
+                shown: None,
             };
             return match self.keep_pending(&pending).await {
                 Ok(pending) => AuthorizeStep::Login { pending },
@@ -512,6 +512,7 @@ impl Provider {
             let pending = Pending {
                 request,
                 created_at,
+                shown: Some(decision.shown()),
             };
             return match self.keep_pending(&pending).await {
                 Ok(pending) => AuthorizeStep::Consent(ConsentPrompt {

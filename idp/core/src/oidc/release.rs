@@ -381,21 +381,40 @@ impl AuditEvent {
     }
 }
 
+/// What a consent page showed: the claims the relying party receives once the doctor
+/// consents, under this policy version. Kept with the pending request, so that the consent
+/// stored is exactly what the doctor read, whatever changes before the answer (the release
+/// is decided again then, and is never wider than policy and settings allow).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shown {
+    pub claims: Vec<String>,
+    pub policy_version: String,
+}
+
+impl ReleaseDecision {
+    /// What the consent page shows for this decision.
+    pub fn shown(&self) -> Shown {
+        Shown {
+            claims: self.consentable(),
+            policy_version: self.policy_version.clone(),
+        }
+    }
+}
+
 impl Consent {
-    /// The consent a doctor gives on the consent page: to what `shown` (a decision
-    /// without consent) would release, under its policy version.
+    /// The consent a doctor gives on the consent page to what it `shown`.
     pub fn given(
         session: &Session,
         relying_party_id: &str,
         scopes: Vec<String>,
-        shown: ReleaseDecision,
+        shown: Shown,
         now: OffsetDateTime,
     ) -> Self {
         Self {
             doctor_id: session.doctor_id.clone(),
             client_id: relying_party_id.to_owned(),
             scopes,
-            claims: shown.consentable(),
+            claims: shown.claims,
             granted_at: now,
             policy_version: Some(shown.policy_version),
         }
