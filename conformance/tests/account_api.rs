@@ -219,7 +219,7 @@ async fn the_portal_changes_settings_withdraws_consents_and_reads_the_history() 
     // Before: the defaults, and email goes to regional networks over both protocols.
     let (status, _, settings) = api.get("/api/me/disclosure-settings", Some(&portal)).await;
     assert_eq!(status, StatusCode::OK, "{settings}");
-    assert_eq!(settings["settings"].as_array().unwrap().len(), 9 * 3);
+    assert_eq!(settings["settings"].as_array().unwrap().len(), 10 * 3);
     assert_eq!(
         settings["items"][0],
         json!({"item": "name", "ja": "氏名", "en": "Name"})

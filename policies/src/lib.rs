@@ -115,6 +115,7 @@ pub const CLAIMS: &[(&str, ClaimGroup)] = &[
     (claim::GIVEN_NAME, ClaimGroup::Identity),
     (claim::GENDER, ClaimGroup::Identity),
     (claim::BIRTHDATE, ClaimGroup::Identity),
+    (claim::AGE, ClaimGroup::Identity),
     (claim::HPKI_ROLE, ClaimGroup::Qualification),
     (claim::HPKI_ISSUER, ClaimGroup::Qualification),
     (claim::VERIFIED_CLAIMS, ClaimGroup::Qualification),

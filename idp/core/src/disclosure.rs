@@ -35,6 +35,8 @@ pub enum Item {
     Gender,
     /// 生年月日
     Birthdate,
+    /// 年齢
+    Age,
     /// 医師登録番号
     DoctorRegistrationNumber,
     /// 医師登録年月日
@@ -50,10 +52,11 @@ pub enum Item {
 }
 
 impl Item {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Name,
         Self::Gender,
         Self::Birthdate,
+        Self::Age,
         Self::DoctorRegistrationNumber,
         Self::DoctorRegistrationDate,
         Self::JmaMemberId,
@@ -67,6 +70,7 @@ impl Item {
             Self::Name => "name",
             Self::Gender => "gender",
             Self::Birthdate => "birthdate",
+            Self::Age => "age",
             Self::DoctorRegistrationNumber => "doctor_registration_number",
             Self::DoctorRegistrationDate => "doctor_registration_date",
             Self::JmaMemberId => "jma_member_id",
@@ -86,6 +90,7 @@ impl Item {
             Self::Name => ("氏名", "Name"),
             Self::Gender => ("性別", "Gender"),
             Self::Birthdate => ("生年月日", "Date of birth"),
+            Self::Age => ("年齢", "Age"),
             Self::DoctorRegistrationNumber => ("医師登録番号", "Doctor registration number"),
             Self::DoctorRegistrationDate => ("医師登録年月日", "Doctor registration date"),
             Self::JmaMemberId => ("日医会員ID", "JMA member ID"),
@@ -118,6 +123,7 @@ pub fn item_of(claim_name: &str) -> Option<Item> {
         claim::NAME | claim::FAMILY_NAME | claim::GIVEN_NAME | claim::VERIFIED_CLAIMS => Item::Name,
         claim::GENDER => Item::Gender,
         claim::BIRTHDATE => Item::Birthdate,
+        claim::AGE => Item::Age,
         claim::DOCTOR_REGISTRATION_NUMBER => Item::DoctorRegistrationNumber,
         claim::DOCTOR_REGISTRATION_DATE => Item::DoctorRegistrationDate,
         claim::JMA_MEMBER | claim::JMA_MEMBER_ID => Item::JmaMemberId,

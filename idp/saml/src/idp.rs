@@ -658,6 +658,7 @@ impl IdentityProvider {
                 auth_time: session.auth_time,
             }),
             &decision.released,
+            idp_core::oidc::claims::japan_date(now),
         );
         let attributes = attributes(&values);
         // Nothing is released unrecorded: the record is durable before the Response exists.

@@ -251,6 +251,7 @@ pub fn claim_label(lang: Lang, claim: &str) -> &'static str {
         c::GIVEN_NAME => ("名", "Given name"),
         c::GENDER => ("性別", "Gender"),
         c::BIRTHDATE => ("生年月日", "Date of birth"),
+        c::AGE => ("年齢", "Age"),
         c::EMAIL => ("メールアドレス", "Email address"),
         c::ADDRESS => ("住所", "Address"),
         c::HPKI_ROLE => ("医師資格（HPKI 資格情報）", "Qualification (HPKI role)"),

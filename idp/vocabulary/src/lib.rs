@@ -43,6 +43,9 @@ pub mod claim {
     pub const GIVEN_NAME: &str = "given_name";
     pub const GENDER: &str = "gender";
     pub const BIRTHDATE: &str = "birthdate";
+    /// Whole years of age on the day of the release (from the birth date; not a standard
+    /// OIDC claim): for a relying party that needs the age but not the birth date.
+    pub const AGE: &str = "age";
     pub const EMAIL: &str = "email";
     pub const ADDRESS: &str = "address";
     pub const HPKI_ROLE: &str = "hpki_role";

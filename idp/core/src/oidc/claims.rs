@@ -8,12 +8,28 @@ use serde_json::{Map, Value, json};
 use crate::doctor::DoctorProfile;
 use crate::session::CardSummary;
 
+/// The calendar date in Japan (JST, UTC+9) at `now`: the day ages are counted on.
+pub fn japan_date(now: time::OffsetDateTime) -> time::Date {
+    now.to_offset(time::macros::offset!(+9)).date()
+}
+
+/// Whole years from `birthdate` to `today` (a birthday on 29 February falls on 1 March
+/// in other years); `None` for a birth date after `today`.
+pub fn age_on(birthdate: time::Date, today: time::Date) -> Option<u32> {
+    let mut years = today.year() - birthdate.year();
+    if (today.month() as u8, today.day()) < (birthdate.month() as u8, birthdate.day()) {
+        years -= 1;
+    }
+    u32::try_from(years).ok()
+}
+
 /// The claims of `scopes` for a doctor, without `sub` (which depends on the client).
 /// Absent values are omitted, never sent as empty strings.
 pub fn claims_for_scopes(
     profile: &DoctorProfile,
     card: Option<&CardSummary>,
     scopes: &[String],
+    today: time::Date,
 ) -> Map<String, Value> {
     let mut out = Map::new();
     let mut put = |name: &str, value: Option<Value>| {
@@ -48,6 +64,13 @@ pub fn claims_for_scopes(
         put(
             claim::BIRTHDATE,
             profile.birthdate.map(|d| json!(d.to_string())),
+        );
+        put(
+            claim::AGE,
+            profile
+                .birthdate
+                .and_then(|d| age_on(d, today))
+                .map(|a| json!(a)),
         );
     }
     if has(scope::EMAIL) {
@@ -139,21 +162,42 @@ mod tests {
         }
     }
 
+    const TODAY: time::Date = time::macros::date!(2026 - 11 - 24);
+
+    #[test]
+    fn age_counts_whole_years_on_the_japanese_calendar_day() {
+        use time::macros::{date, datetime};
+        let born = date!(1970 - 04 - 01);
+        assert_eq!(age_on(born, date!(2026 - 03 - 31)), Some(55));
+        assert_eq!(age_on(born, date!(2026 - 04 - 01)), Some(56));
+        let leap = date!(2000 - 02 - 29);
+        assert_eq!(age_on(leap, date!(2025 - 02 - 28)), Some(24));
+        assert_eq!(age_on(leap, date!(2025 - 03 - 01)), Some(25));
+        assert_eq!(age_on(born, date!(1969 - 12 - 31)), None);
+        // 15:30 UTC is already the next day in Japan.
+        assert_eq!(
+            japan_date(datetime!(2026-11-24 15:30 UTC)),
+            date!(2026 - 11 - 25)
+        );
+        let c = claims_for_scopes(&profile(), None, &scopes(&["profile"]), TODAY);
+        assert_eq!(c["age"], 56);
+    }
+
     fn scopes(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
     }
 
     #[test]
     fn each_scope_releases_only_its_claims() {
-        let openid_only = claims_for_scopes(&profile(), None, &scopes(&["openid"]));
+        let openid_only = claims_for_scopes(&profile(), None, &scopes(&["openid"]), TODAY);
         assert!(openid_only.is_empty());
-        let email = claims_for_scopes(&profile(), None, &scopes(&["openid", "email"]));
+        let email = claims_for_scopes(&profile(), None, &scopes(&["openid", "email"]), TODAY);
         assert_eq!(email.keys().collect::<Vec<_>>(), vec!["email"]);
     }
 
     #[test]
     fn profile_has_japanese_name_variants() {
-        let c = claims_for_scopes(&profile(), None, &scopes(&["openid", "profile"]));
+        let c = claims_for_scopes(&profile(), None, &scopes(&["openid", "profile"]), TODAY);
         assert_eq!(c["name"], "日医\u{3000}太郎");
         assert_eq!(c["family_name"], "Nichii");
         assert_eq!(c["family_name#ja-Hani-JP"], "日医");
@@ -165,7 +209,7 @@ mod tests {
 
     #[test]
     fn address_region_is_the_prefecture_and_absent_values_are_omitted() {
-        let c = claims_for_scopes(&profile(), None, &scopes(&["address", "jma"]));
+        let c = claims_for_scopes(&profile(), None, &scopes(&["address", "jma"]), TODAY);
         assert_eq!(c["address"]["region"], "岡山県");
         assert_eq!(c["address"]["country"], "JP");
         assert_eq!(
@@ -182,6 +226,7 @@ mod tests {
             &bare,
             None,
             &scopes(&["profile", "email", "address", "doctor_registration"]),
+            TODAY,
         );
         assert!(
             !c.contains_key("email") && !c.contains_key("address") && !c.contains_key("gender")
@@ -203,12 +248,12 @@ mod tests {
             fingerprint: "00".into(),
             revocation: vec![],
         };
-        let c = claims_for_scopes(&profile(), Some(&card), &scopes(&["openid", "hpki"]));
+        let c = claims_for_scopes(&profile(), Some(&card), &scopes(&["openid", "hpki"]), TODAY);
         assert_eq!(c["hpki_role"], "Medical Doctor");
         assert_eq!(c["hpki_issuer"], "CN=HPKI Test JMA CA");
-        assert!(claims_for_scopes(&profile(), None, &scopes(&["hpki"])).is_empty());
+        assert!(claims_for_scopes(&profile(), None, &scopes(&["hpki"]), TODAY).is_empty());
         assert!(
-            claims_for_scopes(&profile(), Some(&card), &scopes(&["profile"]))
+            claims_for_scopes(&profile(), Some(&card), &scopes(&["profile"]), TODAY)
                 .get("hpki_role")
                 .is_none()
         );

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::authorize::{AuthorizationRequest, AuthorizeError, RawParams, UntrustedRequest};
+use super::claims::japan_date;
 use super::client::{ClientRegistration, SigningAlg, host_of};
 use super::client_auth::{ClientAuthenticator, ClientCertificate, Presented};
 use super::grant::{AccessGrant, Authorization, CodeGrant, GrantPolicy, Grants, Issued, at_hash};
@@ -694,6 +695,7 @@ impl Provider {
     async fn profile_claims(
         &self,
         authorization: &Authorization,
+        now: OffsetDateTime,
     ) -> Result<Map<String, Value>, OAuthError> {
         let doctor = self
             .stores
@@ -714,6 +716,7 @@ impl Provider {
                 auth_time: authorization.auth_time,
             }),
             &authorization.released,
+            japan_date(now),
         ))
     }
 
@@ -732,7 +735,7 @@ impl Provider {
                 "no signing key for the client's algorithm",
             )
         })?;
-        let mut claims = self.profile_claims(a).await?;
+        let mut claims = self.profile_claims(a, now).await?;
         let ttl = i64::try_from(self.settings.id_token_ttl.as_secs()).unwrap_or(300);
         claims.insert("iss".into(), json!(self.settings.issuer));
         claims.insert("sub".into(), json!(self.subject(client, &a.doctor_id)));
@@ -829,7 +832,7 @@ impl Provider {
             .map_err(super::grant::server_error)?
             .ok_or_else(|| OAuthError::new(ErrorCode::InvalidToken, "the client is gone"))?;
         let mut claims = self
-            .profile_claims(a)
+            .profile_claims(a, now)
             .await
             .map_err(|e| OAuthError::new(ErrorCode::InvalidToken, e.description))?;
         claims.insert("sub".into(), json!(self.subject(&client, &a.doctor_id)));

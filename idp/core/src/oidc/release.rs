@@ -30,6 +30,7 @@ pub const SCOPE_CLAIMS: &[(&str, &[&str])] = &[
             claim::GIVEN_NAME,
             claim::GENDER,
             claim::BIRTHDATE,
+            claim::AGE,
         ],
     ),
     (scope::EMAIL, &[claim::EMAIL]),
@@ -433,10 +434,11 @@ pub fn released_values(
     profile: &DoctorProfile,
     verification: Option<Verification<'_>>,
     released: &BTreeSet<String>,
+    today: time::Date,
 ) -> Map<String, Value> {
     let all_scopes: Vec<String> = SCOPE_CLAIMS.iter().map(|(s, _)| (*s).to_owned()).collect();
     let card = verification.map(|v| v.card);
-    let mut out: Map<String, Value> = claims_for_scopes(profile, card, &all_scopes)
+    let mut out: Map<String, Value> = claims_for_scopes(profile, card, &all_scopes, today)
         .into_iter()
         .filter(|(name, _)| released.contains(base_name(name)))
         .collect();
