@@ -84,7 +84,8 @@ run() {
       --client-id bench-es256 --client-secret "$SECRET" --alg ES256 \
       --concurrency "$c" --server-pid "$IDP_PID" \
       --label "$build $db c=$c round $round" --json "$RESULTS/$build-$db-c$c-r$round.json" \
-      --duration-secs "$DURATION" --warmup-secs "$WARMUP"
+      --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
+      || echo "(the load generator reported errors; they are counted in the table)"
   done
   if [ "$build" = audited ]; then
     echo "audit records: $("$IDP" audit verify -c "$dir/idp.toml")"
@@ -109,17 +110,17 @@ import json, sys, pathlib
 results, rounds = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 split = sys.argv.index("--")
 databases, concurrency = sys.argv[3:split], sys.argv[split + 1:]
-print("| database | concurrency | audited flows/s | unaudited flows/s | ratio | audited p99 ms | unaudited p99 ms | IdP CPU ms/flow audited / unaudited |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| database | concurrency | audited flows/s | unaudited flows/s | ratio | audited p99 ms | unaudited p99 ms | IdP CPU ms/flow audited / unaudited | errors audited / unaudited |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for db in databases:
     for c in concurrency:
         def load(build):
             reports = [json.loads((results / f"{build}-{db}-c{c}-r{r}.json").read_text()) for r in range(1, rounds + 1)]
-            assert all(r["errors"] == 0 for r in reports), [r["first_errors"] for r in reports]
+            errors = sum(r["errors"] for r in reports)
             rate = sum(r["per_second"] for r in reports) / rounds
             p99 = sum(r["latency"]["p99_ms"] for r in reports) / rounds
             cpu = sum(r["server_cpu_ms_per_op"] or 0 for r in reports) / rounds
-            return rate, p99, cpu
+            return rate, p99, cpu, errors
         a, u = load("audited"), load("unaudited")
-        print(f"| {db} | {c} | {a[0]:.1f} | {u[0]:.1f} | {a[0] / u[0]:.2f} | {a[1]:.1f} | {u[1]:.1f} | {a[2]:.2f} / {u[2]:.2f} |")
+        print(f"| {db} | {c} | {a[0]:.1f} | {u[0]:.1f} | {a[0] / u[0]:.2f} | {a[1]:.1f} | {u[1]:.1f} | {a[2]:.2f} / {u[2]:.2f} | {a[3]} / {u[3]} |")
 PY

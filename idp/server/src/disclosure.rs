@@ -287,12 +287,13 @@ impl PolicyReloader {
         engine: std::sync::Arc<DisclosureEngine>,
         audit: idp_core::audit::AuditLog,
     ) -> Self {
-        let seen = dir.as_deref().and_then(|d| folder_digest(d).ok());
+        // Nothing seen yet: the first check loads the folder once and finds it unchanged
+        // unless it changed since the start.
         Self {
             dir,
             engine,
             audit,
-            seen: tokio::sync::Mutex::new(seen),
+            seen: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -308,12 +309,12 @@ impl PolicyReloader {
     /// Checks the folder (at once when `force`, else only if its files changed) and
     /// reloads; `actor` is who asked (`system`, `signal`, `admin-api`).
     pub async fn reload(&self, actor: &str, force: bool) -> Result<ReloadOutcome, String> {
+        // One reload at a time; the lock also orders the audit records.
+        let mut seen = self.seen.lock().await;
         let in_force = self.engine.policy().version().to_owned();
         let Some(dir) = self.dir.clone() else {
             return Ok(ReloadOutcome::Builtin { version: in_force });
         };
-        // One reload at a time; the lock also orders the audit records.
-        let mut seen = self.seen.lock().await;
         let digest = folder_digest(&dir);
         if !force && digest.as_ref().ok() == seen.as_ref() {
             return Ok(ReloadOutcome::Unchanged { version: in_force });

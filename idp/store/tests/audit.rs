@@ -66,6 +66,28 @@ async fn suite(db: Database, raw: Raw) {
     }
     let (count, _) = verify_store(db.as_ref()).await.expect("intact");
     assert_eq!(count, 300);
+    // Two processes (two connections, each with its own log and tip) writing at once:
+    // still one chain; the loser of each race for a number reads the tip again.
+    let other = AuditLog::start(
+        Arc::new(Database::connect(&raw.url()).await.expect("connect")),
+        None,
+        usize::MAX,
+    );
+    let writers: Vec<_> = (0..200)
+        .map(|i| {
+            let log = if i % 2 == 0 {
+                log.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move { log.record(event(i)).await })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("join").expect("recorded");
+    }
+    let (count, _) = verify_store(db.as_ref()).await.expect("intact");
+    assert_eq!(count, 500);
     let report = verify_with_checkpoints(db.as_ref(), &signer.public_key())
         .await
         .expect("intact");
@@ -76,7 +98,8 @@ async fn suite(db: Database, raw: Raw) {
         .records_of("doctor-3", None, 1000)
         .await
         .expect("history");
-    assert_eq!(mine.len(), (0..300).filter(|i| i % 7 == 3).count());
+    let doctor_3 = |n: usize| (0..n).filter(|i| i % 7 == 3).count();
+    assert_eq!(mine.len(), doctor_3(300) + doctor_3(200));
     assert!(mine.windows(2).all(|w| w[0].seq > w[1].seq));
     assert!(
         mine.iter()
@@ -107,7 +130,7 @@ async fn suite(db: Database, raw: Raw) {
             .is_err()
     );
     assert!(raw.try_exec("DELETE FROM audit_log WHERE seq = 5").is_err());
-    assert_eq!(verify_store(db.as_ref()).await.expect("intact").0, 300);
+    assert_eq!(verify_store(db.as_ref()).await.expect("intact").0, 500);
 
     // Retention: configurable upward from 365 days, never below; the guard reads it, and
     // a removed setting falls back to the floor.
@@ -170,15 +193,22 @@ async fn suite(db: Database, raw: Raw) {
         "DELETE FROM audit_checkpoints WHERE seq >= {last_checkpoint}"
     ))
     .expect("forget the checkpoint");
-    // The log goes on after the cut: 300 more records, no checkpoint.
+    // The log goes on after the cut: a process started since appends 300 records after the
+    // new end; one that ran before (its tip is a number taken meanwhile) loses the race
+    // for that number, reads the tip again and appends after it. One chain, no gap.
+    let restarted = Database::connect(&raw.url()).await.expect("connect");
     AuditStore::append(
-        db.as_ref(),
+        &restarted,
         (0..300).map(event).collect(),
         time::OffsetDateTime::now_utc(),
     )
     .await
     .expect("append");
-    assert!(verify_store(db.as_ref()).await.expect("intact").0 >= 300);
+    AuditStore::append(db.as_ref(), vec![event(7)], time::OffsetDateTime::now_utc())
+        .await
+        .expect("append after a conflict");
+    let (end, _) = verify_store(db.as_ref()).await.expect("intact");
+    assert_eq!(end, last_checkpoint - 1 + 300 + 1);
     raw.try_exec("UPDATE audit_log SET detail = '{\"claims\":[\"name\"]}' WHERE seq = 250")
         .expect("edit");
     assert_eq!(broken_at(&db).await, 250);

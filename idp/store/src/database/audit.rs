@@ -1,6 +1,7 @@
-//! [`AuditStore`] over the `audit_log` table: appends chain after the last record inside
-//! one write transaction (SQLite: `BEGIN IMMEDIATE` serialises writers; PostgreSQL: the
-//! primary key refuses a second record with the same number, and the loser retries).
+//! [`AuditStore`] over the `audit_log` table. An append is one multi-row INSERT (atomic on
+//! both backends, one round trip), chained after the tip this process last wrote or read;
+//! the primary key refuses a number another process took meanwhile, and the loser reads
+//! the tip again and retries.
 
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -10,11 +11,11 @@ use time::OffsetDateTime;
 
 use super::doctors::db_error;
 use super::schema::{audit_checkpoints, audit_log, audit_retention};
-use super::{Database, write_transaction};
+use super::{AnyConnection, Database};
 
 /// A row of `audit_log`, in column order.
 #[derive(Queryable, Insertable, Debug)]
-#[diesel(table_name = audit_log)]
+#[diesel(table_name = audit_log, treat_none_as_default_value = false)]
 struct AuditRow {
     seq: i64,
     at_micros: i64,
@@ -75,7 +76,7 @@ struct CheckpointRow {
 }
 
 /// Attempts of an append that lost a race for the next sequence number.
-const APPEND_ATTEMPTS: usize = 5;
+const APPEND_ATTEMPTS: usize = 10;
 
 #[async_trait]
 impl AuditStore for Database {
@@ -86,39 +87,58 @@ impl AuditStore for Database {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let at_micros = i64::try_from(now.unix_timestamp_nanos() / 1000)
             .map_err(|_| StoreError::Conflict("time out of range".into()))?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
             let events = events.clone();
+            let tip = self.audit_tip.lock().map(|t| t.clone()).unwrap_or(None);
             let outcome = self
                 .run(move |conn| {
-                    write_transaction(conn, |conn| {
-                        let last = audit_log::table
+                    let (last_seq, last_hash, last_at) = match tip {
+                        Some(tip) => tip,
+                        None => audit_log::table
                             .order(audit_log::seq.desc())
                             .select((audit_log::seq, audit_log::hash, audit_log::at_micros))
                             .first::<(i64, String, i64)>(conn)
                             .optional()
-                            .map_err(db_error)?;
-                        let (last_seq, last_hash, last_at) =
-                            last.unwrap_or((0, GENESIS.to_owned(), i64::MIN));
-                        // Time never goes backwards along the chain, whatever the clocks
-                        // of several processes say.
-                        let records = chain(last_seq, &last_hash, at_micros.max(last_at), events);
-                        // One statement per row: MultiBackend has no batch insert; the
-                        // transaction makes the batch one commit.
-                        for record in &records {
-                            diesel::insert_into(audit_log::table)
-                                .values(&AuditRow::new(record))
-                                .execute(conn)
-                                .map_err(db_error)?;
-                        }
-                        Ok(records)
-                    })
+                            .map_err(db_error)?
+                            .unwrap_or((0, GENESIS.to_owned(), i64::MIN)),
+                    };
+                    // Time never goes backwards along the chain, whatever the clocks of
+                    // several processes say.
+                    let records = chain(last_seq, &last_hash, at_micros.max(last_at), events);
+                    let rows: Vec<AuditRow> = records.iter().map(AuditRow::new).collect();
+                    // One statement: the batch is written whole or not at all.
+                    match conn {
+                        AnyConnection::Postgresql(pg) => diesel::insert_into(audit_log::table)
+                            .values(&rows)
+                            .execute(pg),
+                        AnyConnection::Sqlite(lite) => diesel::insert_into(audit_log::table)
+                            .values(&rows)
+                            .execute(lite),
+                    }
+                    .map_err(db_error)?;
+                    Ok(records)
                 })
                 .await;
+            let mut tip = self
+                .audit_tip
+                .lock()
+                .map_err(|_| StoreError::Unavailable("audit tip lock poisoned".into()))?;
             match outcome {
-                Err(StoreError::Conflict(_)) if attempt < APPEND_ATTEMPTS => continue,
-                other => return other,
+                Ok(records) => {
+                    *tip = records.last().map(|r| (r.seq, r.hash.clone(), r.at_micros));
+                    return Ok(records);
+                }
+                // Another process wrote after our tip: read it again.
+                Err(StoreError::Conflict(_)) if attempt < APPEND_ATTEMPTS => *tip = None,
+                Err(e) => {
+                    *tip = None;
+                    return Err(e);
+                }
             }
         }
     }

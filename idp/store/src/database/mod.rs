@@ -178,6 +178,10 @@ pub struct Database {
     pool: Pool,
     backend: Backend,
     url: RedactedUrl,
+    /// The last audit record this process wrote or read (number, hash, time): the next
+    /// append chains after it without reading it back; a number taken meanwhile by
+    /// another process is a conflict, after which the tip is read again.
+    audit_tip: std::sync::Arc<std::sync::Mutex<Option<(i64, String, i64)>>>,
 }
 
 impl fmt::Debug for Database {
@@ -264,6 +268,7 @@ impl Database {
             pool,
             backend,
             url: redacted,
+            audit_tip: std::sync::Arc::default(),
         })
     }
 

@@ -202,6 +202,15 @@ struct Scalar {
 }
 
 impl Raw {
+    /// The database's URL, for another [`idp_store::Database`] on it.
+    #[allow(dead_code)]
+    pub fn url(&self) -> String {
+        match self {
+            Raw::Sqlite(path) => format!("sqlite://{path}"),
+            Raw::Postgres(url) => url.clone(),
+        }
+    }
+
     /// Runs `sql`; the database's error as text.
     pub fn try_exec(&self, sql: &str) -> Result<(), String> {
         match self {
