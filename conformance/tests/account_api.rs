@@ -470,15 +470,7 @@ async fn the_portal_changes_settings_withdraws_consents_and_reads_the_history() 
     );
 
     // The chain holds every record the API wrote.
-    let out = std::process::Command::new(idp_bin())
-        .args(["audit", "verify", "-c", server.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.idp(&["audit", "verify"]);
 
     // Only a client of the jma_service audience may hold the account scope.
     let rogue = server.dir.path().join("rogue.toml");

@@ -341,15 +341,11 @@ fn a_bad_policy_is_refused_by_policy_check_and_at_start() {
 }
 
 /// The kinds of the audit records so far, in order.
-fn audit_kinds(config: &str) -> Vec<String> {
-    let (ok, export, err) = idp_split(&["audit", "export", "-c", config]);
-    assert!(ok, "{err}");
-    export
-        .lines()
-        .map(|l| {
-            let record: Value = serde_json::from_str(l).unwrap();
-            record["event"]["kind"].as_str().unwrap().to_owned()
-        })
+fn audit_kinds(server: &Server) -> Vec<String> {
+    server
+        .audit_records()
+        .iter()
+        .map(|r| r["event"]["kind"].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -474,7 +470,7 @@ async fn policies_reload_whole_or_not_at_all_and_the_admin_api_explains() {
             .filter(|k| *k == "admin.policy.refused")
             .count()
     };
-    assert_eq!(refusals(&audit_kinds(&config)), 1);
+    assert_eq!(refusals(&audit_kinds(&server)), 1);
 
     // A valid change is picked up by the periodic check: the name no longer goes to third
     // parties from the next login.
@@ -496,7 +492,7 @@ async fn policies_reload_whole_or_not_at_all_and_the_admin_api_explains() {
     }
     assert_ne!(v2, v1, "the change was not picked up\n{}", server.log());
     assert!(!third_has_name(&server, pki).await);
-    let kinds = audit_kinds(&config);
+    let kinds = audit_kinds(&server);
     assert_eq!(
         kinds
             .iter()

@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hpki_rp_kit::{AuthParams, CallbackParams};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use harness::{Browser, Leg, Pki, Server, ServerOptions, browse, idp_bin, pki, start};
+use harness::{Browser, Leg, Pki, Server, ServerOptions, browse, pki, start};
 
 const REDIRECT: &str = "https://rp.example/cb";
 const SECRET: &str = "durability-rp-secret-0123456789";
@@ -52,19 +51,9 @@ async fn login(server: &Server, pki: &Pki) -> Option<String> {
 
 /// The `sid`s of the records of `kind` after a restart.
 fn recorded(server: &Server, kind: &str) -> BTreeSet<String> {
-    let out = std::process::Command::new(idp_bin())
-        .args(["audit", "export", "-c", server.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    server
+        .audit_records()
+        .into_iter()
         .filter(|r| r["event"]["kind"] == kind)
         .filter_map(|r| r["event"]["detail"]["sid"].as_str().map(str::to_owned))
         .collect()
@@ -147,15 +136,7 @@ audience = "regional_network"
             "the release of session {sid} is not recorded"
         );
     }
-    let out = std::process::Command::new(idp_bin())
-        .args(["audit", "verify", "-c", server.config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.idp(&["audit", "verify"]);
     // The restarted server serves again and its records continue the chain.
     assert!(login(&server, pki).await.is_some(), "{}", server.log());
 }

@@ -570,25 +570,10 @@ async fn the_admin_api_manages_clients_behind_its_token() {
             api("admin.client.removed")
         ]
     );
-    let export = idp(&server, &["audit", "export"]);
+    let export = server.idp(&["audit", "export"]);
     for secret in [&created["client_secret"], &rotated["client_secret"]] {
         assert!(!export.contains(secret.as_str().unwrap()));
     }
-}
-
-fn idp(server: &Server, args: &[&str]) -> String {
-    let out = std::process::Command::new(harness::idp_bin())
-        .args(args)
-        .arg("--config")
-        .arg(&server.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "idp {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 async fn id_token_kid(server: &Server, pki: &Pki, secret: &str) -> String {
@@ -634,39 +619,33 @@ async fn clients_added_by_the_cli_work_and_keys_rotate_with_overlap() {
             ..ServerOptions::default()
         },
     );
-    let out = idp(
-        &server,
-        &[
-            "client",
-            "add",
-            "--id",
-            "cli-rp",
-            "--name",
-            "CLI RP",
-            "--redirect-uri",
-            REDIRECT,
-            "--scope",
-            "profile",
-            "--id-token-alg",
-            "ES256",
-            "--pre-approved",
-        ],
-    );
+    let out = server.idp(&[
+        "client",
+        "add",
+        "--id",
+        "cli-rp",
+        "--name",
+        "CLI RP",
+        "--redirect-uri",
+        REDIRECT,
+        "--scope",
+        "profile",
+        "--id-token-alg",
+        "ES256",
+        "--pre-approved",
+    ]);
     let secret = out
         .lines()
         .find_map(|l| l.strip_prefix("client_secret: "))
         .expect("the secret is printed once")
         .to_owned();
-    assert!(idp(&server, &["client", "list"]).contains("\"cli-rp\""));
-    assert!(!idp(&server, &["client", "list"]).contains(&secret));
+    assert!(server.idp(&["client", "list"]).contains("\"cli-rp\""));
+    assert!(!server.idp(&["client", "list"]).contains(&secret));
     let before = published_kids(&server, pki).await;
     let old_kid = id_token_kid(&server, pki, &secret).await;
     assert!(before.contains(&old_kid));
     // Rotate: the new key is published (after a reload) before it signs.
-    let out = idp(
-        &server,
-        &["keys", "rotate", "--alg", "ES256", "--activate-in", "4"],
-    );
+    let out = server.idp(&["keys", "rotate", "--alg", "ES256", "--activate-in", "4"]);
     let new_kid = out.split_whitespace().nth(1).unwrap().to_owned();
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let during = published_kids(&server, pki).await;
@@ -683,9 +662,13 @@ async fn clients_added_by_the_cli_work_and_keys_rotate_with_overlap() {
     tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
     assert_eq!(id_token_kid(&server, pki, &secret).await, new_kid);
     assert!(published_kids(&server, pki).await.contains(&old_kid));
-    assert!(idp(&server, &["keys", "list"]).contains("retired, still published"));
+    assert!(
+        server
+            .idp(&["keys", "list"])
+            .contains("retired, still published")
+    );
     // Rotating the secret invalidates the old one; removing the client ends it.
-    let rotated = idp(&server, &["client", "rotate-secret", "cli-rp"]);
+    let rotated = server.idp(&["client", "rotate-secret", "cli-rp"]);
     assert!(!rotated.contains(&secret));
     let (code, _) = code_and_session(&server, pki, "cli-rp").await;
     let (status, _) = post_form(
@@ -696,7 +679,7 @@ async fn clients_added_by_the_cli_work_and_keys_rotate_with_overlap() {
     )
     .await;
     assert_eq!(status, 401);
-    idp(&server, &["client", "remove", "cli-rp"]);
+    server.idp(&["client", "remove", "cli-rp"]);
     let response = client(pki, None)
         .get(server.public(&format!(
             "/authorize?client_id=cli-rp&redirect_uri={REDIRECT}&response_type=code&scope=openid&code_challenge={CHALLENGE}&code_challenge_method=S256"
@@ -719,16 +702,16 @@ async fn clients_added_by_the_cli_work_and_keys_rotate_with_overlap() {
         expected.map(|(k, a, t)| (k.to_owned(), a.to_owned(), t.map(str::to_owned)))
     );
     assert!(
-        !idp(&server, &["audit", "export"]).contains(&secret),
+        !server.idp(&["audit", "export"]).contains(&secret),
         "no secret on record"
     );
 }
 
 /// The administrative changes on record, in order: (kind, actor, relying party).
 fn admin_records(server: &Server) -> Vec<(String, String, Option<String>)> {
-    idp(server, &["audit", "export"])
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    server
+        .audit_records()
+        .into_iter()
         .filter(|r| r["event"]["kind"].as_str().unwrap().starts_with("admin."))
         .map(|r| {
             (

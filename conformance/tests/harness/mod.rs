@@ -179,6 +179,33 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("idp.log")).unwrap_or_default()
     }
 
+    /// Runs `idp ARGS --config <this server's configuration>`, which must succeed: its
+    /// standard output.
+    #[allow(dead_code)]
+    pub fn idp(&self, args: &[&str]) -> String {
+        let out = Command::new(idp_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "idp {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The audit log so far (`idp audit export`), one JSON value a record.
+    #[allow(dead_code)]
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        self.idp(&["audit", "export"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// The server's process ID (signals).
     #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
