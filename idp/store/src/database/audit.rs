@@ -96,7 +96,7 @@ impl AuditStore for Database {
             let events = events.clone();
             let tip = self.audit_tip.lock().map(|t| t.clone()).unwrap_or(None);
             let outcome = self
-                .run(move |conn| {
+                .run_kept(&self.audit_conn, move |conn| {
                     let (last_seq, last_hash, last_at) = match tip {
                         Some(tip) => tip,
                         None => audit_log::table

@@ -182,7 +182,12 @@ pub struct Database {
     /// append chains after it without reading it back; a number taken meanwhile by
     /// another process is a conflict, after which the tip is read again.
     audit_tip: std::sync::Arc<std::sync::Mutex<Option<(i64, String, i64)>>>,
+    /// The audit writer's connection, kept between appends (see [`Database::run_kept`]).
+    audit_conn: Kept,
 }
+
+/// A connection kept between uses by one sequential writer.
+type Kept = std::sync::Arc<std::sync::Mutex<Option<r2d2::PooledConnection<Manager>>>>;
 
 impl fmt::Debug for Database {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -236,10 +241,10 @@ impl Database {
             .max_lifetime(lifetime)
             .idle_timeout(lifetime.map(|_| Duration::from_secs(10 * 60)))
             .connection_timeout(options.connection_timeout)
-            // No `SELECT 1` before every use (a second round trip per query on
-            // PostgreSQL): a connection that broke fails its query, is marked broken
-            // (`has_broken`) and replaced; the request it served fails cleanly.
-            .test_on_check_out(false)
+            // Each connection is checked (`is_valid`) before use: a connection the server
+            // ended (a restart, a failover) is replaced instead of failing a request, and
+            // diesel cannot tell a dead socket otherwise (tests/pool.rs).
+            .test_on_check_out(true)
             .error_handler(Box::new(TracingErrorHandler));
         let manager = Manager {
             target: target.clone(),
@@ -273,6 +278,7 @@ impl Database {
             backend,
             url: redacted,
             audit_tip: std::sync::Arc::default(),
+            audit_conn: std::sync::Arc::default(),
         })
     }
 
@@ -333,6 +339,41 @@ impl Database {
                 ))
             })?;
             work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("database task failed: {e}")))?
+    }
+
+    /// [`Database::run`] on the connection `kept` holds: checked when taken from the pool,
+    /// then reused without a check while its uses succeed (a sequential writer saves the
+    /// check's round trip on every use); a use that fails gives it back to the pool, which
+    /// checks it before anyone uses it again.
+    async fn run_kept<T, F>(&self, kept: &Kept, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let url = self.url.clone();
+        let kept = kept.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut slot = kept
+                .lock()
+                .map_err(|_| StoreError::Unavailable("kept connection lock poisoned".into()))?;
+            let mut conn = match slot.take() {
+                Some(conn) => conn,
+                None => pool.get().map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "no database connection ({url}): {}",
+                        url.scrub(&e.to_string())
+                    ))
+                })?,
+            };
+            let outcome = work(&mut conn);
+            if outcome.is_ok() {
+                *slot = Some(conn);
+            }
+            outcome
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("database task failed: {e}")))?

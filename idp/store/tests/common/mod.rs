@@ -72,6 +72,12 @@ pub struct PgTestDatabase {
 }
 
 impl PgTestDatabase {
+    /// The database's name.
+    #[allow(dead_code)]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn create(admin_url: &str) -> Self {
         let name = format!("idp_test_{}", unique_suffix());
         let mut admin = PgConnection::establish(admin_url)
