@@ -216,11 +216,12 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
     assert_eq!(email["reason"], "doctor_setting", "{json:#}");
 
     // Every login, release and token was recorded before the answer: claim names, never
-    // values. The two configured clients (new at start), four card logins (one refused for
-    // its essential claim), three releases, three token responses.
+    // values. The two configured clients (new at start), the two signing keys generated at
+    // the first start, four card logins (one refused for its essential claim), three
+    // releases, three token responses.
     let (ok, text) = idp(&["audit", "verify", "-c", config]);
     assert!(
-        ok && text.contains("audit chain intact: 12 record(s)"),
+        ok && text.contains("audit chain intact: 14 record(s)"),
         "{text}"
     );
     assert!(text.contains("checkpoint(s) verified"), "{text}");
@@ -245,6 +246,7 @@ async fn audiences_get_different_releases_and_the_doctor_setting_applies_at_the_
         "{kinds:?}"
     );
     assert_eq!(kinds[..2], ["admin.client.configured"; 2], "{kinds:?}");
+    assert_eq!(kinds[2..4], ["admin.key.generated"; 2], "{kinds:?}");
     let login = records
         .iter()
         .find(|r| r["event"]["kind"] == "login.success")

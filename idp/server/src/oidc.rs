@@ -259,6 +259,7 @@ async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 /// that has none, and builds the key ring at `now`.
 pub async fn load_keys(
     store: &dyn KeyStore,
+    recorder: &crate::admin::Recorder,
     algs: &[SigningAlg],
     retention: Duration,
     now: OffsetDateTime,
@@ -279,6 +280,13 @@ pub async fn load_keys(
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(kid = key.kid(), alg = alg.as_str(), "signing key generated");
+            recorder
+                .record(
+                    "key.generated",
+                    None,
+                    serde_json::json!({"kid": record.kid, "alg": alg.as_str()}),
+                )
+                .await?;
             stored.push(record);
         }
     }
@@ -298,8 +306,13 @@ pub fn spawn_key_reloader(
         loop {
             ticker.tick().await;
             let algs = &state.runtime.config.oidc.signing_algs;
+            let system = crate::admin::Recorder {
+                audit: state.oidc.provider.stores().audit.clone(),
+                actor: "system".into(),
+            };
             match load_keys(
                 store.as_ref(),
+                &system,
                 algs,
                 state.oidc.key_retention,
                 OffsetDateTime::now_utc(),

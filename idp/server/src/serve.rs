@@ -192,9 +192,19 @@ async fn prepare_oidc(
     }
     let id_token_ttl = Duration::from_secs(config.id_token_ttl_secs);
     let key_retention = id_token_ttl + Duration::from_secs(config.key_reload_secs + 300);
-    let ring = crate::oidc::load_keys(database.as_ref(), &config.signing_algs, key_retention, now)
-        .await
-        .map_err(StartError::Keys)?;
+    let system = crate::admin::Recorder {
+        audit: audit.clone(),
+        actor: "system".into(),
+    };
+    let ring = crate::oidc::load_keys(
+        database.as_ref(),
+        &system,
+        &config.signing_algs,
+        key_retention,
+        now,
+    )
+    .await
+    .map_err(StartError::Keys)?;
     let issuer = runtime.config.issuer.clone();
     let settings = ProviderSettings {
         issuer: issuer.clone(),
