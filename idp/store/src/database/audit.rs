@@ -111,14 +111,24 @@ impl AuditStore for Database {
                     // several processes say.
                     let records = chain(last_seq, &last_hash, at_micros.max(last_at), events);
                     let rows: Vec<AuditRow> = records.iter().map(AuditRow::new).collect();
-                    // One statement: the batch is written whole or not at all.
-                    match conn {
-                        AnyConnection::Postgresql(pg) => diesel::insert_into(audit_log::table)
-                            .values(&rows)
-                            .execute(pg),
-                        AnyConnection::Sqlite(lite) => diesel::insert_into(audit_log::table)
-                            .values(&rows)
-                            .execute(lite),
+                    // One statement: the batch is written whole or not at all. A batch of
+                    // one (the common case below full load) uses the single-row statement,
+                    // which diesel keeps prepared: one round trip instead of a prepare and
+                    // an execute.
+                    match (conn, rows.as_slice()) {
+                        (conn, [row]) => diesel::insert_into(audit_log::table)
+                            .values(row)
+                            .execute(conn),
+                        (AnyConnection::Postgresql(pg), rows) => {
+                            diesel::insert_into(audit_log::table)
+                                .values(rows)
+                                .execute(pg)
+                        }
+                        (AnyConnection::Sqlite(lite), rows) => {
+                            diesel::insert_into(audit_log::table)
+                                .values(rows)
+                                .execute(lite)
+                        }
                     }
                     .map_err(db_error)?;
                     Ok(records)
