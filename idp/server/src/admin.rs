@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 #[derive(Debug)]
 pub struct Recorder {
     pub audit: AuditLog,
-    /// `admin-api`, `cli:<user>` or `config`.
+    /// `admin-api`, `cli:<user>`, `config` or `system`.
     pub actor: String,
 }
 

@@ -229,9 +229,13 @@ impl Database {
                 Some(1),
                 Some(Duration::from_secs(30 * 60)),
             ),
+            // No idle minimum: r2d2 refills one on its own threads after every checkout,
+            // and a refill still connecting when the process exits races libpq's OpenSSL
+            // against its exit-time cleanup (a crash at the end of a CLI command).
+            // Connections are made when a query needs one and kept while used.
             Target::Postgres(_) => (
                 options.max_connections.unwrap_or(10),
-                Some(1),
+                Some(0),
                 Some(Duration::from_secs(30 * 60)),
             ),
         };
