@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::doctors::db_error;
 use super::schema::{audit_checkpoints, audit_log, audit_retention};
-use super::{AnyConnection, Database};
+use super::{AnyConnection, Backend, Database};
 
 /// A row of `audit_log`, in column order.
 #[derive(Queryable, Insertable, Debug)]
@@ -95,45 +95,46 @@ impl AuditStore for Database {
             attempt += 1;
             let events = events.clone();
             let tip = self.audit_tip.lock().map(|t| t.clone()).unwrap_or(None);
-            let outcome = self
-                .run_kept(&self.audit_conn, move |conn| {
-                    let (last_seq, last_hash, last_at) = match tip {
-                        Some(tip) => tip,
-                        None => audit_log::table
-                            .order(audit_log::seq.desc())
-                            .select((audit_log::seq, audit_log::hash, audit_log::at_micros))
-                            .first::<(i64, String, i64)>(conn)
-                            .optional()
-                            .map_err(db_error)?
-                            .unwrap_or((0, GENESIS.to_owned(), i64::MIN)),
-                    };
-                    // Time never goes backwards along the chain, whatever the clocks of
-                    // several processes say.
-                    let records = chain(last_seq, &last_hash, at_micros.max(last_at), events);
-                    let rows: Vec<AuditRow> = records.iter().map(AuditRow::new).collect();
-                    // One statement: the batch is written whole or not at all. A batch of
-                    // one (the common case below full load) uses the single-row statement,
-                    // which diesel keeps prepared: one round trip instead of a prepare and
-                    // an execute.
-                    match (conn, rows.as_slice()) {
-                        (conn, [row]) => diesel::insert_into(audit_log::table)
-                            .values(row)
-                            .execute(conn),
-                        (AnyConnection::Postgresql(pg), rows) => {
-                            diesel::insert_into(audit_log::table)
-                                .values(rows)
-                                .execute(pg)
-                        }
-                        (AnyConnection::Sqlite(lite), rows) => {
-                            diesel::insert_into(audit_log::table)
-                                .values(rows)
-                                .execute(lite)
-                        }
-                    }
-                    .map_err(db_error)?;
-                    Ok(records)
-                })
-                .await;
+            let work = move |conn: &mut AnyConnection| {
+                let (last_seq, last_hash, last_at) = match tip {
+                    Some(tip) => tip,
+                    None => audit_log::table
+                        .order(audit_log::seq.desc())
+                        .select((audit_log::seq, audit_log::hash, audit_log::at_micros))
+                        .first::<(i64, String, i64)>(conn)
+                        .optional()
+                        .map_err(db_error)?
+                        .unwrap_or((0, GENESIS.to_owned(), i64::MIN)),
+                };
+                // Time never goes backwards along the chain, whatever the clocks of
+                // several processes say.
+                let records = chain(last_seq, &last_hash, at_micros.max(last_at), events);
+                let rows: Vec<AuditRow> = records.iter().map(AuditRow::new).collect();
+                // One statement: the batch is written whole or not at all. A batch of
+                // one (the common case below full load) uses the single-row statement,
+                // which diesel keeps prepared: one round trip instead of a prepare and
+                // an execute.
+                match (conn, rows.as_slice()) {
+                    (conn, [row]) => diesel::insert_into(audit_log::table)
+                        .values(row)
+                        .execute(conn),
+                    (AnyConnection::Postgresql(pg), rows) => diesel::insert_into(audit_log::table)
+                        .values(rows)
+                        .execute(pg),
+                    (AnyConnection::Sqlite(lite), rows) => diesel::insert_into(audit_log::table)
+                        .values(rows)
+                        .execute(lite),
+                }
+                .map_err(db_error)?;
+                Ok(records)
+            };
+            // PostgreSQL: the writer keeps its connection (no check query before every
+            // batch). SQLite checks in-process, and an in-memory database has one
+            // connection only, which the writer must not keep from everyone else.
+            let outcome = match self.backend() {
+                Backend::Postgres => self.run_kept(&self.audit_conn, work).await,
+                Backend::Sqlite => self.run(work).await,
+            };
             let mut tip = self
                 .audit_tip
                 .lock()
