@@ -574,6 +574,31 @@ async fn the_admin_api_manages_clients_behind_its_token() {
     for secret in [&created["client_secret"], &rotated["client_secret"]] {
         assert!(!export.contains(secret.as_str().unwrap()));
     }
+
+    // The audit log refuses writes (a full disk, a broken database): a change it cannot
+    // record answers 503 temporarily_unavailable, not a client error.
+    let db = server.dir.path().join("idp.db");
+    let refuse = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             c.execute(\"CREATE TRIGGER audit_down BEFORE INSERT ON audit_log \
+             BEGIN SELECT RAISE(ABORT, 'audit down'); END\"); c.commit()",
+        ])
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(refuse.success());
+    let unrecorded = http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({"id": "late-rp", "name": "Late", "redirect_uris": [REDIRECT]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unrecorded.status(), 503);
+    let body: serde_json::Value = unrecorded.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
 }
 
 async fn id_token_kid(server: &Server, pki: &Pki, secret: &str) -> String {

@@ -27,13 +27,43 @@ impl Recorder {
         action: &str,
         target: Option<&str>,
         detail: serde_json::Value,
-    ) -> Result<(), String> {
+    ) -> Result<(), AdminError> {
         self.audit
             .record(AuditEvent::admin(&self.actor, action, target, detail))
             .await
             .map_err(|e| {
-                format!("{action} was made but could not be recorded in the audit log: {e}")
+                AdminError::Unrecorded(format!(
+                    "{action} was made but could not be recorded in the audit log: {e}"
+                ))
             })
+    }
+}
+
+/// Why an administrative change failed: the request (refused, nothing changed), or the
+/// audit log (the change was made; its record could not be written).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unrecorded(String),
+}
+
+impl From<String> for AdminError {
+    fn from(reason: String) -> Self {
+        Self::Invalid(reason)
+    }
+}
+
+impl From<&str> for AdminError {
+    fn from(reason: &str) -> Self {
+        Self::Invalid(reason.to_owned())
+    }
+}
+
+impl From<AdminError> for String {
+    fn from(e: AdminError) -> Self {
+        e.to_string()
     }
 }
 
@@ -58,7 +88,7 @@ pub async fn rotate_key(
     alg: SigningAlg,
     publish_before_use: std::time::Duration,
     now: OffsetDateTime,
-) -> Result<StoredKey, String> {
+) -> Result<StoredKey, AdminError> {
     let key = SigningKey::generate(alg).map_err(|e| e.to_string())?;
     let record = StoredKey {
         kid: key.kid().to_owned(),
@@ -242,7 +272,7 @@ pub async fn add_sp(
     http: &reqwest::Client,
     args: SpArgs,
     now: OffsetDateTime,
-) -> Result<idp_saml::sp::ServiceProvider, String> {
+) -> Result<idp_saml::sp::ServiceProvider, AdminError> {
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
     };
@@ -273,7 +303,7 @@ pub async fn add_sp(
         (None, Some(xml), None) => xml,
         (None, None, Some(url)) => {
             if !url.starts_with("https://") {
-                return Err(format!("{url} is not an https URL"));
+                return Err(format!("{url} is not an https URL").into());
             }
             if settings.metadata_signing_certificate.is_none() {
                 return Err(
@@ -300,7 +330,7 @@ pub async fn remove_sp(
     store: &dyn idp_core::store::SpStore,
     recorder: &Recorder,
     entity_id: &str,
-) -> Result<bool, String> {
+) -> Result<bool, AdminError> {
     let removed = store
         .remove_sp(entity_id)
         .await
@@ -374,14 +404,14 @@ pub async fn add_client(
     recorder: &Recorder,
     args: ClientArgs,
     now: OffsetDateTime,
-) -> Result<(ClientRegistration, Option<Secret>), String> {
+) -> Result<(ClientRegistration, Option<Secret>), AdminError> {
     if store
         .client(&args.id)
         .await
         .map_err(|e| e.to_string())?
         .is_some()
     {
-        return Err(format!("client {:?} already exists", args.id));
+        return Err(format!("client {:?} already exists", args.id).into());
     }
     let method = parse_method(&args.auth_method)?;
     let secret = matches!(
@@ -443,7 +473,7 @@ pub async fn remove_client(
     store: &dyn ClientStore,
     recorder: &Recorder,
     client_id: &str,
-) -> Result<bool, String> {
+) -> Result<bool, AdminError> {
     let removed = store
         .remove_client(client_id)
         .await
@@ -462,14 +492,14 @@ pub async fn rotate_secret(
     recorder: &Recorder,
     client_id: &str,
     now: OffsetDateTime,
-) -> Result<Secret, String> {
+) -> Result<Secret, AdminError> {
     let mut client = store
         .client(client_id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("no client {client_id:?}"))?;
     if client.secret_digest.is_none() {
-        return Err(format!("client {client_id:?} does not use a secret"));
+        return Err(format!("client {client_id:?} does not use a secret").into());
     }
     let secret = Secret::generate();
     client.secret_digest = Some(secret.digest());
@@ -576,7 +606,7 @@ async fn api_reload_policies(req: HttpRequest, state: web::Data<AppState>) -> Ht
                 .insert_header(("Cache-Control", "no-store"))
                 .json(serde_json::json!({"result": result, "version": version}))
         }
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable(&e.to_string()),
     }
 }
 
@@ -667,7 +697,10 @@ async fn api_add_sp(
             tracing::info!(sp = %sp.entity_id, "SP registered through the admin API");
             HttpResponse::Created().json(sp_summary(&sp))
         }
-        Err(reason) => api_error(StatusCode::BAD_REQUEST, "invalid_metadata", &reason),
+        Err(AdminError::Invalid(reason)) => {
+            api_error(StatusCode::BAD_REQUEST, "invalid_metadata", &reason)
+        }
+        Err(AdminError::Unrecorded(e)) => unavailable(&e),
     }
 }
 
@@ -689,7 +722,7 @@ async fn api_remove_sp(
             HttpResponse::NoContent().finish()
         }
         Ok(false) => api_error(StatusCode::NOT_FOUND, "not_found", "no such SP"),
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable(&e.to_string()),
     }
 }
 
@@ -807,7 +840,10 @@ async fn api_add_client(
                 .insert_header(("Cache-Control", "no-store"))
                 .json(body)
         }
-        Err(reason) => api_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &reason),
+        Err(AdminError::Invalid(reason)) => {
+            api_error(StatusCode::BAD_REQUEST, "invalid_client_metadata", &reason)
+        }
+        Err(AdminError::Unrecorded(e)) => unavailable(&e),
     }
 }
 
@@ -827,7 +863,7 @@ async fn api_remove_client(
             HttpResponse::NoContent().finish()
         }
         Ok(false) => api_error(StatusCode::NOT_FOUND, "not_found", "no such client"),
-        Err(e) => unavailable(&e),
+        Err(e) => unavailable(&e.to_string()),
     }
 }
 
@@ -848,7 +884,10 @@ async fn api_rotate_secret(
                 "client_id": id.as_str(),
                 "client_secret": secret.dangerous_expose(),
             })),
-        Err(reason) => api_error(StatusCode::BAD_REQUEST, "invalid_request", &reason),
+        Err(AdminError::Invalid(reason)) => {
+            api_error(StatusCode::BAD_REQUEST, "invalid_request", &reason)
+        }
+        Err(AdminError::Unrecorded(e)) => unavailable(&e),
     }
 }
 

@@ -188,7 +188,7 @@ async fn prepare_oidc(
                 crate::admin::client_detail(client),
             )
             .await
-            .map_err(StartError::Database)?;
+            .map_err(|e| StartError::Database(e.to_string()))?;
     }
     let id_token_ttl = Duration::from_secs(config.id_token_ttl_secs);
     let key_retention = id_token_ttl + Duration::from_secs(config.key_reload_secs + 300);
