@@ -7,14 +7,14 @@
 
 mod harness;
 
-use hpki_rp_kit::{AuthParams, CallbackParams};
+use hpki_rp_kit::AuthParams;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use harness::{
-    Browser, Leg, Pki, Server, ServerOptions, browse, client, idp_bin, pki, posted_saml_response,
-    saml_login, saml_table, start,
+    Browser, Pki, Server, ServerOptions, client, idp_bin, pki, posted_saml_response, saml_login,
+    saml_table, start,
 };
 
 const REDIRECT: &str = "https://rp.example/cb";
@@ -62,27 +62,11 @@ fn sp_metadata(entity_id: &str, requires: Option<&str>) -> String {
     )
 }
 
-/// A card login of the doctor to `client_id` (consent approved if asked): the tokens.
+/// A card login of the doctor to `client_id` (consent approved if asked): the access
+/// token and the userinfo claims.
 async fn login(server: &Server, pki: &Pki, client_id: &str, scopes: &[&str]) -> (String, Value) {
     let kit = harness::oidc_kit(server, pki, client_id, SECRET, REDIRECT).await;
-    let (url, pending) = kit.begin(scopes, &AuthParams::hpki_card());
-    let mut browser = Browser::new(pki);
-    let query = match browse(
-        server,
-        pki,
-        &mut browser,
-        url.as_str(),
-        "doctor",
-        true,
-        REDIRECT,
-    )
-    .await
-    {
-        Leg::Callback(query) => query,
-        Leg::Page(status, reason) => panic!("stopped at {status} {reason:?}\n{}", server.log()),
-    };
-    let login = kit
-        .finish(pending, &CallbackParams::from_query(&query).unwrap())
+    let login = harness::kit_login(server, pki, &kit, scopes, REDIRECT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
     let claims = kit

@@ -8,13 +8,13 @@ mod harness;
 
 use std::process::Command;
 
-use hpki_rp_kit::{AuthParams, CallbackParams, OidcClient};
+use hpki_rp_kit::{AuthParams, OidcClient};
 use idp_core::disclosure::{Audience, Item, Setting};
 use idp_core::store::{DisclosureSettingsStore, DoctorDirectory};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use harness::{Browser, Leg, Pki, Server, ServerOptions, browse, idp_bin, pki, start};
+use harness::{Browser, Pki, Server, ServerOptions, idp_bin, pki, start};
 
 const REDIRECT: &str = "https://rp.example/cb";
 const SECRET: &str = "disclosure-rp-secret-0123456789";
@@ -42,22 +42,9 @@ async fn kit(server: &Server, pki: &Pki, client_id: &str) -> OidcClient {
 }
 
 /// A card login for `client_id` asking for [`SCOPES`]: the userinfo claims.
-/// A card login in a new browser from `url` (an authorization request): the query the
-/// browser brings back to the redirect URI.
-async fn callback(server: &Server, pki: &Pki, url: &str) -> String {
-    let mut browser = Browser::new(pki);
-    match browse(server, pki, &mut browser, url, "doctor", true, REDIRECT).await {
-        Leg::Callback(query) => query,
-        Leg::Page(status, reason) => panic!("stopped at {status} {reason:?}\n{}", server.log()),
-    }
-}
-
 async fn released(server: &Server, pki: &Pki, client_id: &str) -> Value {
     let kit = kit(server, pki, client_id).await;
-    let (url, pending) = kit.begin(SCOPES, &AuthParams::hpki_card());
-    let query = callback(server, pki, url.as_str()).await;
-    let login = kit
-        .finish(pending, &CallbackParams::from_query(&query).unwrap())
+    let login = harness::kit_login(server, pki, &kit, SCOPES, REDIRECT)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
     Value::Object(

@@ -10,10 +10,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hpki_rp_kit::{AuthParams, CallbackParams};
 use sha2::{Digest, Sha256};
 
-use harness::{Browser, Leg, Pki, Server, ServerOptions, browse, pki, start};
+use harness::{Pki, Server, ServerOptions, pki, start};
 
 const REDIRECT: &str = "https://rp.example/cb";
 const SECRET: &str = "durability-rp-secret-0123456789";
@@ -23,23 +22,7 @@ const STREAMS: usize = 4;
 /// One card login to the client; the `sid` of the ID token the client received.
 async fn login(server: &Server, pki: &Pki) -> Option<String> {
     let kit = harness::oidc_kit(server, pki, "rp", SECRET, REDIRECT).await;
-    let (url, pending) = kit.begin(&["profile", "hpki"], &AuthParams::hpki_card());
-    let mut browser = Browser::new(pki);
-    let Leg::Callback(query) = browse(
-        server,
-        pki,
-        &mut browser,
-        url.as_str(),
-        "doctor",
-        true,
-        REDIRECT,
-    )
-    .await
-    else {
-        return None;
-    };
-    let login = kit
-        .finish(pending, &CallbackParams::from_query(&query).ok()?)
+    let login = harness::kit_login(server, pki, &kit, &["profile", "hpki"], REDIRECT)
         .await
         .ok()?;
     login

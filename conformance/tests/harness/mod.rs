@@ -831,6 +831,38 @@ pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     &text[from..to]
 }
 
+/// A card login of the doctor through `kit` asking for `scopes` (consent approved if asked):
+/// the tokens; otherwise where the browser stopped, or the kit's error.
+#[allow(dead_code)]
+pub async fn kit_login(
+    server: &Server,
+    pki: &Pki,
+    kit: &hpki_rp_kit::OidcClient,
+    scopes: &[&str],
+    redirect: &str,
+) -> Result<hpki_rp_kit::Login, String> {
+    let (url, pending) = kit.begin(scopes, &hpki_rp_kit::AuthParams::hpki_card());
+    let mut browser = Browser::new(pki);
+    let query = match browse(
+        server,
+        pki,
+        &mut browser,
+        url.as_str(),
+        "doctor",
+        true,
+        redirect,
+    )
+    .await
+    {
+        Leg::Callback(query) => query,
+        Leg::Page(status, reason) => return Err(format!("stopped at {status} {reason:?}")),
+    };
+    let callback = hpki_rp_kit::CallbackParams::from_query(&query).map_err(|e| e.to_string())?;
+    kit.finish(pending, &callback)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// relying-party-kit's OIDC client for `client_id` (client_secret_basic with `secret`,
 /// redirect URI `redirect`), discovering the server and trusting its test CA.
 #[allow(dead_code)]

@@ -3,7 +3,7 @@
 //! OIDC side and ends in a signed Response for the SP's registered ACS. No HTTP: the
 //! server turns [`SsoStep`] into pages, redirects and auto-POST forms.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use base64::Engine as _;
 use idp_core::audit::{AuditEvent, AuditLog};
 use idp_core::oidc::release::{
-    Protocol, ReleaseDecision, ReleasePolicy, RequiredWithheld, Shown, Verification,
-    decide_at_login, released_values,
+    Protocol, ReleasePolicy, RequiredWithheld, Shown, Verification, decide_at_login,
+    released_values,
 };
 use idp_core::oidc::subject::{SubjectType, subject_for};
 use idp_core::secret::Secret;
@@ -499,25 +499,6 @@ impl IdentityProvider {
         }
     }
 
-    /// The release decision for `sp` at this login.
-    async fn release_decision(
-        &self,
-        sp: &ServiceProvider,
-        requested: &BTreeSet<String>,
-        session: &Session,
-        consent: Option<&Consent>,
-    ) -> Result<ReleaseDecision, StoreError> {
-        decide_at_login(
-            self.release.as_ref(),
-            self.stores.settings.as_ref(),
-            sp.relying_party(),
-            requested,
-            session,
-            consent,
-        )
-        .await
-    }
-
     /// `sp`: the request's SP when the caller has it already (read from the store
     /// otherwise, once a session is there to use it).
     async fn decide(
@@ -578,9 +559,15 @@ impl IdentityProvider {
                 Err(_) => return SsoStep::Unavailable,
             }
         };
-        let Ok(decision) = self
-            .release_decision(sp, &requested, session, consent.as_ref())
-            .await
+        let Ok(decision) = decide_at_login(
+            self.release.as_ref(),
+            self.stores.settings.as_ref(),
+            sp.relying_party(),
+            &requested,
+            session,
+            consent.as_ref(),
+        )
+        .await
         else {
             return SsoStep::Unavailable;
         };

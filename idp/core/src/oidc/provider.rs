@@ -20,8 +20,8 @@ use super::client_auth::{ClientAuthenticator, ClientCertificate, Presented};
 use super::grant::{AccessGrant, Authorization, CodeGrant, GrantPolicy, Grants, Issued, at_hash};
 use super::keys::KeySet;
 use super::release::{
-    Protocol, ReleaseDecision, ReleasePolicy, RelyingParty, RequiredWithheld, Shown, Verification,
-    decide_at_login, essential_claims, released_values, requested_claims,
+    Protocol, ReleasePolicy, RelyingParty, RequiredWithheld, Shown, Verification, decide_at_login,
+    essential_claims, released_values, requested_claims,
 };
 use super::subject::subject_for;
 use super::{ErrorCode, OAuthError};
@@ -464,9 +464,15 @@ impl Provider {
                 Err(_) => return AuthorizeStep::Unavailable,
             }
         };
-        let Ok(decision) = self
-            .release_decision(&client, &requested, session, consent.as_ref())
-            .await
+        let Ok(decision) = decide_at_login(
+            self.release.as_ref(),
+            self.stores.settings.as_ref(),
+            RelyingParty::client(&client),
+            &requested,
+            session,
+            consent.as_ref(),
+        )
+        .await
         else {
             return AuthorizeStep::Unavailable;
         };
@@ -550,25 +556,6 @@ impl Provider {
         }
         params.push(("iss", &self.settings.issuer));
         AuthorizeStep::Redirect(redirect_with(&request.redirect_uri, &params))
-    }
-
-    /// The release decision for `client` at this login.
-    async fn release_decision(
-        &self,
-        client: &ClientRegistration,
-        requested: &BTreeSet<String>,
-        session: &Session,
-        consent: Option<&Consent>,
-    ) -> Result<ReleaseDecision, StoreError> {
-        decide_at_login(
-            self.release.as_ref(),
-            self.stores.settings.as_ref(),
-            RelyingParty::client(client),
-            requested,
-            session,
-            consent,
-        )
-        .await
     }
 
     /// Remembers that `client_id` received tokens in the session `sid` (back-channel logout).

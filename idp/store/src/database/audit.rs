@@ -64,6 +64,15 @@ impl AuditRow {
     }
 }
 
+/// The records of loaded rows.
+fn records(rows: QueryResult<Vec<AuditRow>>) -> Result<Vec<AuditRecord>, StoreError> {
+    Ok(rows
+        .map_err(db_error)?
+        .into_iter()
+        .map(AuditRow::into_record)
+        .collect())
+}
+
 /// A row of `audit_checkpoints`, in column order.
 #[derive(Queryable, Insertable, Debug)]
 #[diesel(table_name = audit_checkpoints)]
@@ -161,15 +170,13 @@ impl AuditStore for Database {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(move |conn| {
-            Ok(audit_log::table
-                .filter(audit_log::seq.gt(after))
-                .order(audit_log::seq.asc())
-                .limit(limit)
-                .load::<AuditRow>(conn)
-                .map_err(db_error)?
-                .into_iter()
-                .map(AuditRow::into_record)
-                .collect())
+            records(
+                audit_log::table
+                    .filter(audit_log::seq.gt(after))
+                    .order(audit_log::seq.asc())
+                    .limit(limit)
+                    .load::<AuditRow>(conn),
+            )
         })
         .await
     }
@@ -225,15 +232,13 @@ impl AuditStore for Database {
             |t: OffsetDateTime| i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX);
         let (from, to) = (micros(from), micros(to));
         self.run(move |conn| {
-            Ok(audit_log::table
-                .filter(audit_log::at_micros.ge(from))
-                .filter(audit_log::at_micros.lt(to))
-                .order(audit_log::seq.asc())
-                .load::<AuditRow>(conn)
-                .map_err(db_error)?
-                .into_iter()
-                .map(AuditRow::into_record)
-                .collect())
+            records(
+                audit_log::table
+                    .filter(audit_log::at_micros.ge(from))
+                    .filter(audit_log::at_micros.lt(to))
+                    .order(audit_log::seq.asc())
+                    .load::<AuditRow>(conn),
+            )
         })
         .await
     }
@@ -292,16 +297,14 @@ impl AuditStore for Database {
         let doctor = doctor.to_owned();
         let before = before.unwrap_or(i64::MAX);
         self.run(move |conn| {
-            Ok(audit_log::table
-                .filter(audit_log::doctor_id.eq(doctor))
-                .filter(audit_log::seq.lt(before))
-                .order(audit_log::seq.desc())
-                .limit(limit)
-                .load::<AuditRow>(conn)
-                .map_err(db_error)?
-                .into_iter()
-                .map(AuditRow::into_record)
-                .collect())
+            records(
+                audit_log::table
+                    .filter(audit_log::doctor_id.eq(doctor))
+                    .filter(audit_log::seq.lt(before))
+                    .order(audit_log::seq.desc())
+                    .limit(limit)
+                    .load::<AuditRow>(conn),
+            )
         })
         .await
     }
