@@ -38,6 +38,8 @@ pub mod claim {
     pub const ACR: &str = "acr";
     pub const AMR: &str = "amr";
     pub const AUTH_TIME: &str = "auth_time";
+    /// The IdP's session ID (OIDC Back-Channel Logout 1.0 §2.1), in ID and logout tokens.
+    pub const SID: &str = "sid";
     pub const NAME: &str = "name";
     pub const FAMILY_NAME: &str = "family_name";
     pub const GIVEN_NAME: &str = "given_name";

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use idp_vocabulary::scope;
+use idp_vocabulary::{claim, scope};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthErrorResponseType, CoreAuthPrompt, CoreAuthenticationFlow,
     CoreClaimName, CoreClaimType, CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim,
@@ -177,6 +177,9 @@ pub struct AuthParams {
     pub max_age: Option<Duration>,
     /// `login_hint`.
     pub login_hint: Option<LoginHint>,
+    /// Claims asked for by name in the ID token (the `claims` parameter, OIDC Core §5.5),
+    /// beyond those of the scopes; `essential` ones make the IdP refuse a login without them.
+    pub id_token_claims: Vec<(String, bool)>,
 }
 
 impl AuthParams {
@@ -215,6 +218,38 @@ impl AuthParams {
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = Some(max_age);
         self
+    }
+
+    /// Asks for `claim` by name in the ID token (`essential`: the login fails without it).
+    pub fn id_token_claim(mut self, claim: &str, essential: bool) -> Self {
+        self.id_token_claims.push((claim.to_owned(), essential));
+        self
+    }
+
+    /// Asks for `verified_claims`: the card certificate behind the login
+    /// ([`crate::Doctor::certificate`]).
+    pub fn with_card_certificate(self) -> Self {
+        self.id_token_claim(idp_vocabulary::claim::VERIFIED_CLAIMS, false)
+    }
+
+    /// The `claims` parameter's value, if any claim is asked for by name.
+    fn claims_parameter(&self) -> Option<String> {
+        if self.id_token_claims.is_empty() {
+            return None;
+        }
+        let id_token: Map<String, Value> = self
+            .id_token_claims
+            .iter()
+            .map(|(name, essential)| {
+                let request = if *essential {
+                    serde_json::json!({"essential": true})
+                } else {
+                    Value::Null
+                };
+                (name.clone(), request)
+            })
+            .collect();
+        Some(serde_json::json!({"id_token": id_token}).to_string())
     }
 }
 
@@ -355,6 +390,8 @@ pub struct Login {
     pub auth_time: Option<OffsetDateTime>,
     /// The raw ID token, for [`OidcClient::end_session_url`].
     pub id_token: IdTokenHint,
+    /// `sid`: the IdP's session, named again by back-channel logout tokens.
+    pub sid: Option<String>,
 }
 
 impl fmt::Debug for Login {
@@ -372,6 +409,7 @@ impl fmt::Debug for Login {
             .field("acr", &self.acr)
             .field("amr", &self.amr)
             .field("auth_time", &self.auth_time)
+            .field("sid", &self.sid.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -413,6 +451,66 @@ impl fmt::Debug for UserInfo {
             .finish()
     }
 }
+
+/// A back-channel logout token that passed validation: end the local sessions it names
+/// (OpenID Connect Back-Channel Logout 1.0 §2.7). At least one of the two is present.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogoutNotice {
+    /// `sub`: every session of this subject.
+    pub subject: Option<SubjectIdentifier>,
+    /// `sid`: the sessions that came from this IdP session.
+    pub sid: Option<String>,
+}
+
+/// The largest logout token read (a few hundred bytes in practice).
+const MAX_LOGOUT_TOKEN_LEN: usize = 8 * 1024;
+/// The most logout-token IDs remembered at once; beyond it tokens are refused (fail closed)
+/// until earlier ones expire.
+const MAX_SEEN_LOGOUT_TOKENS: usize = 100_000;
+/// The longest a logout token may claim to live.
+const MAX_LOGOUT_TOKEN_LIFETIME_SECS: i64 = 600;
+
+/// The `jti`s of logout tokens already accepted, each until its token expires.
+#[derive(Default)]
+struct SeenTokens(std::collections::HashMap<String, i64>);
+
+impl SeenTokens {
+    /// Records `jti` until `exp`; false when it was already recorded (a replay) or when the
+    /// table is full of unexpired entries.
+    fn first_use(&mut self, jti: &str, exp: i64, now: i64) -> Result<(), Error> {
+        if self.0.len() >= MAX_SEEN_LOGOUT_TOKENS {
+            self.0.retain(|_, until| *until >= now);
+        }
+        if self.0.contains_key(jti) {
+            return Err(Error::LogoutTokenReplay);
+        }
+        if self.0.len() >= MAX_SEEN_LOGOUT_TOKENS {
+            return Err(Error::LogoutToken("too many logout tokens at once"));
+        }
+        self.0.insert(jti.to_owned(), exp);
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct LogoutClaims {
+    exp: i64,
+    iat: i64,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    sid: Option<String>,
+    #[serde(default)]
+    nonce: Option<Value>,
+    #[serde(default)]
+    events: Option<Map<String, Value>>,
+}
+
+/// The event member a logout token must carry (§2.4).
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 struct JwksState {
     keys: CoreJsonWebKeySet,
@@ -480,6 +578,7 @@ pub struct OidcClient {
     end_session_endpoint: Option<EndSessionUrl>,
     iss_parameter_supported: bool,
     jwks: Arc<JwksCache>,
+    logout_jtis: Arc<std::sync::Mutex<SeenTokens>>,
 }
 
 impl fmt::Debug for OidcClient {
@@ -573,6 +672,7 @@ impl OidcClient {
                 }),
             }),
             http,
+            logout_jtis: Arc::default(),
         })
     }
 
@@ -613,6 +713,9 @@ impl OidcClient {
         }
         if let Some(hint) = &params.login_hint {
             request = request.set_login_hint(hint.clone());
+        }
+        if let Some(claims) = params.claims_parameter() {
+            request = request.add_extra_param("claims", claims);
         }
         let (url, state, nonce) = request.url();
         (
@@ -677,7 +780,12 @@ impl OidcClient {
                 },
             )
             .await?;
+        let sid = match verified.claims.get(claim::SID) {
+            Some(Value::String(sid)) => Some(sid.clone()),
+            _ => None,
+        };
         Ok(Login {
+            sid,
             subject: verified.subject,
             id_token_claims: verified.claims,
             access_token: response.access_token().clone(),
@@ -801,6 +909,97 @@ impl OidcClient {
             request = request.set_state(state);
         }
         Ok(request.http_get_url())
+    }
+
+    /// Validates a back-channel logout token (OpenID Connect Back-Channel Logout 1.0 §2.6):
+    /// signature with the provider's JWKS (one refetch for an unknown `kid`) and an
+    /// asymmetric algorithm only, `typ` `logout+jwt` when present, `iss`, `aud`, `iat`, `exp`
+    /// (at most ten minutes ahead), the back-channel logout event, `sub` or `sid`, no
+    /// `nonce`, and a `jti` never seen before by this client.
+    pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutNotice, Error> {
+        use jsonwebtoken::{Algorithm, Validation};
+        if token.len() > MAX_LOGOUT_TOKEN_LEN {
+            return Err(Error::LogoutToken("too large"));
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| Error::LogoutToken("malformed"))?;
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|typ| !typ.eq_ignore_ascii_case("logout+jwt"))
+        {
+            return Err(Error::LogoutToken("typ is not logout+jwt"));
+        }
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256 | Algorithm::EdDSA
+        ) {
+            return Err(Error::LogoutToken("algorithm not accepted"));
+        }
+        let (keys, generation) = self.jwks.snapshot().await;
+        let key = match decoding_key(&keys, header.kid.as_deref(), header.alg)? {
+            Some(key) => key,
+            None => {
+                let keys = self
+                    .jwks
+                    .refetch_for_unknown_kid(generation, &self.http)
+                    .await?
+                    .ok_or(Error::UnknownSigningKey)?;
+                decoding_key(&keys, header.kid.as_deref(), header.alg)?
+                    .ok_or(Error::UnknownSigningKey)?
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = CLOCK_SKEW_SECS.unsigned_abs();
+        validation.set_issuer(&[self.issuer.as_str()]);
+        validation.set_audience(&[self.client_id.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
+        let claims = jsonwebtoken::decode::<LogoutClaims>(token, &key, &validation)
+            .map_err(|e| {
+                Error::LogoutToken(match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature",
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired",
+                    jsonwebtoken::errors::ErrorKind::InvalidIssuer => "issued by another issuer",
+                    jsonwebtoken::errors::ErrorKind::InvalidAudience => "issued to another client",
+                    _ => "claims do not validate",
+                })
+            })?
+            .claims;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if claims.iat > now + CLOCK_SKEW_SECS {
+            return Err(Error::LogoutToken("issued in the future"));
+        }
+        if claims.exp > now + MAX_LOGOUT_TOKEN_LIFETIME_SECS {
+            return Err(Error::LogoutToken("lives too long"));
+        }
+        if !claims
+            .events
+            .as_ref()
+            .and_then(|events| events.get(BACKCHANNEL_LOGOUT_EVENT))
+            .is_some_and(Value::is_object)
+        {
+            return Err(Error::LogoutToken("no back-channel logout event"));
+        }
+        if claims.nonce.is_some() {
+            return Err(Error::LogoutToken("carries a nonce"));
+        }
+        let subject = claims
+            .sub
+            .filter(|s| !s.is_empty())
+            .map(SubjectIdentifier::new);
+        let sid = claims.sid.filter(|s| !s.is_empty());
+        if subject.is_none() && sid.is_none() {
+            return Err(Error::LogoutToken("names neither sub nor sid"));
+        }
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty() && j.len() <= 256)
+            .ok_or(Error::LogoutToken("no jti"))?;
+        self.logout_jtis
+            .lock()
+            .map_err(|_| Error::LogoutToken("replay cache unavailable"))?
+            .first_use(&jti, claims.exp + CLOCK_SKEW_SECS, now)?;
+        Ok(LogoutNotice { subject, sid })
     }
 
     fn client(&self, keys: CoreJsonWebKeySet) -> InnerClient<EndpointNotSet> {
@@ -937,6 +1136,43 @@ impl OidcClient {
             raw,
         })
     }
+}
+
+/// The key of `keys` a JWS with `kid` and `alg` names: by `kid`, or the only key when the
+/// header has none. `None` when no key matches (the caller may refetch the JWKS).
+fn decoding_key(
+    keys: &CoreJsonWebKeySet,
+    kid: Option<&str>,
+    alg: jsonwebtoken::Algorithm,
+) -> Result<Option<jsonwebtoken::DecodingKey>, Error> {
+    // Key by key: one key jsonwebtoken cannot read does not hide the others.
+    let set: Vec<jsonwebtoken::jwk::Jwk> = keys
+        .keys()
+        .iter()
+        .filter_map(|key| {
+            serde_json::to_value(key)
+                .and_then(serde_json::from_value)
+                .ok()
+        })
+        .collect();
+    let jwk = match kid {
+        Some(kid) => set.iter().find(|k| k.common.key_id.as_deref() == Some(kid)),
+        None if set.len() == 1 => set.first(),
+        None => None,
+    };
+    let Some(jwk) = jwk else {
+        return Ok(None);
+    };
+    if jwk
+        .common
+        .key_algorithm
+        .is_some_and(|a| a.to_string() != format!("{alg:?}"))
+    {
+        return Err(Error::LogoutToken("the key is for another algorithm"));
+    }
+    jsonwebtoken::DecodingKey::from_jwk(jwk)
+        .map(Some)
+        .map_err(|_| Error::LogoutToken("the provider's key is unusable"))
 }
 
 fn to_claims<T: Serialize>(claims: &T) -> Result<Claims, Error> {

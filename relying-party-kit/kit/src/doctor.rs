@@ -6,6 +6,7 @@ use idp_vocabulary::hpki::HcRole;
 use openidconnect::{AuthenticationContextClass, AuthenticationMethodReference, SubjectIdentifier};
 use serde_json::Value;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::Error;
 use crate::client::{Claims, Login, UserInfo, VerifiedIdToken};
@@ -45,6 +46,55 @@ impl JapaneseName {
     }
 }
 
+/// The medical associations a doctor belongs to (`medical_association`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MedicalAssociation {
+    /// The prefectural association (e.g. 岡山県医師会).
+    pub prefecture: Option<String>,
+    /// The district association (郡市区医師会).
+    pub district: Option<String>,
+}
+
+/// The HPKI card certificate that authenticated the login, as the IdP vouches for it in
+/// `verified_claims` (OpenID Connect for Identity Assurance: trust framework `jp_hpki`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CardCertificate {
+    /// The issuing certification authority.
+    pub issuer: Option<String>,
+    pub serial_number: Option<String>,
+    pub not_before: Option<OffsetDateTime>,
+    pub not_after: Option<OffsetDateTime>,
+}
+
+impl CardCertificate {
+    fn read(claims: &Claims) -> Option<Self> {
+        let verification = claims.get(claim::VERIFIED_CLAIMS)?.get("verification")?;
+        if verification.get("trust_framework")?.as_str()? != TRUST_FRAMEWORK_HPKI {
+            return None;
+        }
+        let evidence = verification.get("evidence")?.as_array()?.first()?;
+        let field = |name: &str| {
+            evidence
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let instant =
+            |name: &str| field(name).and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok());
+        Some(Self {
+            issuer: field("issuer"),
+            serial_number: field("serial_number"),
+            not_before: instant("certificate_not_before"),
+            not_after: instant("certificate_not_after"),
+        })
+    }
+}
+
+/// The trust framework of `verified_claims` backed by an HPKI certificate.
+pub const TRUST_FRAMEWORK_HPKI: &str = "jp_hpki";
+
 /// The doctor a relying party's handler works with. Only built from a validated login
 /// (and, optionally, userinfo claims checked against the same subject).
 #[derive(Clone, Debug)]
@@ -62,6 +112,31 @@ pub struct Doctor {
     pub acr: Option<AuthenticationContextClass>,
     pub amr: Vec<AuthenticationMethodReference>,
     pub auth_time: Option<OffsetDateTime>,
+    /// `email` (scope `email`).
+    pub email: Option<String>,
+    /// `gender` (scope `profile`).
+    pub gender: Option<String>,
+    /// `birthdate`, `YYYY-MM-DD` (scope `profile`).
+    pub birthdate: Option<String>,
+    /// `age`: whole years on the day of the release (scope `profile`).
+    pub age: Option<u32>,
+    /// `address.region`: the prefecture (scope `address`).
+    pub prefecture: Option<String>,
+    /// `jma_member` (scope `jma`).
+    pub jma_member: Option<bool>,
+    /// `jma_member_id` (scope `jma`).
+    pub jma_member_id: Option<String>,
+    /// `medical_association`: prefecture and district associations (scope `jma`).
+    pub medical_association: Option<MedicalAssociation>,
+    /// `doctor_registration_number`: 医籍登録番号 (scope `doctor_registration`).
+    pub doctor_registration_number: Option<String>,
+    /// `doctor_registration_date`, `YYYY-MM-DD` (scope `doctor_registration`).
+    pub doctor_registration_date: Option<String>,
+    /// The card certificate behind the login, from `verified_claims` (asked for by name).
+    pub certificate: Option<CardCertificate>,
+    /// Every claim released to this relying party, by its `idp_vocabulary::claim` name
+    /// (for items without a typed field above).
+    pub claims: Claims,
 }
 
 impl Doctor {
@@ -109,9 +184,31 @@ impl Doctor {
             given_name: from_userinfo.given_name.or(from_token.given_name),
             hpki_role: from_userinfo.hpki_role.or(from_token.hpki_role),
             hpki_issuer: from_userinfo.hpki_issuer.or(from_token.hpki_issuer),
+            email: from_userinfo.email.or(from_token.email),
+            gender: from_userinfo.gender.or(from_token.gender),
+            birthdate: from_userinfo.birthdate.or(from_token.birthdate),
+            age: from_userinfo.age.or(from_token.age),
+            prefecture: from_userinfo.prefecture.or(from_token.prefecture),
+            jma_member: from_userinfo.jma_member.or(from_token.jma_member),
+            jma_member_id: from_userinfo.jma_member_id.or(from_token.jma_member_id),
+            medical_association: from_userinfo
+                .medical_association
+                .or(from_token.medical_association),
+            doctor_registration_number: from_userinfo
+                .doctor_registration_number
+                .or(from_token.doctor_registration_number),
+            doctor_registration_date: from_userinfo
+                .doctor_registration_date
+                .or(from_token.doctor_registration_date),
+            certificate: from_userinfo.certificate.or(from_token.certificate),
             acr: from_token.acr,
             amr: from_token.amr,
             auth_time: from_token.auth_time,
+            claims: {
+                let mut claims = login.id_token_claims.clone();
+                claims.extend(userinfo.claims.clone());
+                claims
+            },
         })
     }
 
@@ -125,6 +222,18 @@ impl Doctor {
     /// Whether the card says this is a medical doctor (hcRole `Medical Doctor`).
     pub fn is_medical_doctor(&self) -> bool {
         self.hpki_role == Some(HcRole::MedicalDoctor)
+    }
+
+    /// The doctor from released claims named by `idp_vocabulary::claim` (e.g. mapped from
+    /// a validated SAML assertion's attributes).
+    pub(crate) fn from_claims(
+        subject: SubjectIdentifier,
+        claims: &Claims,
+        acr: Option<AuthenticationContextClass>,
+        amr: Vec<AuthenticationMethodReference>,
+        auth_time: Option<OffsetDateTime>,
+    ) -> Self {
+        Self::read(subject, claims, acr, amr, auth_time)
     }
 
     fn read(
@@ -141,9 +250,36 @@ impl Doctor {
             given_name: JapaneseName::read(claims, claim::GIVEN_NAME),
             hpki_role: text(claims, claim::HPKI_ROLE).map(HcRole::from),
             hpki_issuer: text(claims, claim::HPKI_ISSUER),
+            email: text(claims, claim::EMAIL),
+            gender: text(claims, claim::GENDER),
+            birthdate: text(claims, claim::BIRTHDATE),
+            age: claims
+                .get(claim::AGE)
+                .and_then(Value::as_u64)
+                .and_then(|a| u32::try_from(a).ok()),
+            prefecture: claims
+                .get(claim::ADDRESS)
+                .and_then(|a| a.get("region"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            jma_member: claims.get(claim::JMA_MEMBER).and_then(Value::as_bool),
+            jma_member_id: text(claims, claim::JMA_MEMBER_ID),
+            medical_association: claims.get(claim::MEDICAL_ASSOCIATION).map(|a| {
+                MedicalAssociation {
+                    prefecture: a
+                        .get("prefecture")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    district: a.get("district").and_then(Value::as_str).map(str::to_owned),
+                }
+            }),
+            doctor_registration_number: text(claims, claim::DOCTOR_REGISTRATION_NUMBER),
+            doctor_registration_date: text(claims, claim::DOCTOR_REGISTRATION_DATE),
+            certificate: CardCertificate::read(claims),
             acr,
             amr,
             auth_time,
+            claims: claims.clone(),
         }
     }
 }

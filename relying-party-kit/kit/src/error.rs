@@ -75,6 +75,88 @@ pub enum Error {
     /// The userinfo endpoint's answer was unusable.
     #[error("userinfo: {0}")]
     UserInfo(String),
+    /// A back-channel logout token failed validation (OIDC Back-Channel Logout 1.0 §2.6).
+    #[error("invalid logout token: {0}")]
+    LogoutToken(&'static str),
+    /// A back-channel logout token's `jti` was seen before (§2.6 step 8: replay).
+    #[error("the logout token was already used")]
+    LogoutTokenReplay,
+    /// The relying party's session store failed or is full.
+    #[error("session store: {0}")]
+    Session(&'static str),
+    /// The IdP's account API answered with an error (RFC 6750 or OAuth-style `error`).
+    #[error("the account API answered {status}: {error}")]
+    Api { status: u16, error: String },
+
+    // ----- SAML 2.0 service provider (`SamlServiceProvider`) -----------------------------
+    /// The `SAMLResponse` is larger than `SamlSpConfig::max_response_bytes`.
+    #[error("the SAML response is larger than allowed")]
+    SamlResponseTooLarge,
+    /// The message is not base64, not well-formed XML, or lacks a required part.
+    #[error("malformed SAML message: {0}")]
+    SamlMalformed(&'static str),
+    /// The XML guard refused the message before any parser ran: a DTD or entity, a
+    /// processing instruction, control characters, not UTF-8, too deep or too many elements.
+    #[error("the SAML message was refused before parsing: {0}")]
+    SamlXmlRefused(&'static str),
+    /// The structure check refused the Response (signature wrapping and its relatives): a
+    /// signature or assertion out of place, a reference to another element, a forbidden
+    /// transform, an ID used twice, the signed element not being the one read.
+    #[error("the SAML response's structure is refused: {0}")]
+    SamlStructure(&'static str),
+    /// A signature or digest algorithm outside the allow-list (no SHA-1).
+    #[error("the SAML response uses a signature or digest algorithm that is not accepted")]
+    SamlSignatureAlgorithm,
+    /// The assertion (or a Response without one) carries no signature.
+    #[error("the SAML assertion is not signed")]
+    SamlUnsigned,
+    /// A signature does not verify with the IdP's metadata certificates.
+    #[error("the SAML response's signature does not verify with the IdP's certificates")]
+    SamlSignature,
+    /// The Response's `Destination` is missing or is not this SP's ACS URL.
+    #[error("the SAML response's Destination is not this service provider's ACS URL")]
+    SamlDestination,
+    /// The Response or the assertion names another issuer than the IdP's entity ID.
+    #[error("the SAML response was issued by another entity than the IdP")]
+    SamlIssuer,
+    /// The IdP answered with a status other than Success (e.g. `RequestDenied` when the
+    /// doctor declined, `NoPassive`): the status code URIs, top-level first.
+    #[error("the IdP answered with SAML status {}", codes.join(" / "))]
+    SamlStatus { codes: Vec<String> },
+    /// The Response carries no assertion or more than one.
+    #[error("the SAML response must carry exactly one assertion")]
+    SamlAssertionCount,
+    /// The assertion's audience restriction does not name this SP's entity ID.
+    #[error("the SAML assertion is not meant for this service provider")]
+    SamlAudience,
+    /// No bearer `SubjectConfirmation` fits (missing, or `Recipient` not the ACS URL).
+    #[error("no bearer SubjectConfirmation of the SAML assertion fits: {0}")]
+    SamlSubjectConfirmation(&'static str),
+    /// `InResponseTo` is not the ID of the pending request.
+    #[error("the SAML response answers another request")]
+    SamlInResponseTo,
+    /// A Response without a pending request while IdP-initiated login is not enabled, or
+    /// an unsolicited Response that names a request.
+    #[error("unsolicited SAML response refused")]
+    SamlUnsolicited,
+    /// `NotBefore` lies in the future (beyond the allowed skew).
+    #[error("the SAML assertion is not yet valid")]
+    SamlNotYetValid,
+    /// `NotOnOrAfter` (conditions, subject confirmation or session) has passed.
+    #[error("the SAML assertion has expired")]
+    SamlExpired,
+    /// The pending request is older than `SamlSpConfig::max_login_age`.
+    #[error("the SAML login request is too old")]
+    SamlLoginExpired,
+    /// The assertion was already accepted once.
+    #[error("the SAML assertion was already used")]
+    SamlReplay,
+    /// The replay cache could not remember the assertion (full or failing): refused.
+    #[error("the replay cache cannot remember the SAML assertion")]
+    SamlReplayCacheUnavailable,
+    /// The assertion's subject has no `NameID`.
+    #[error("the SAML assertion has no NameID")]
+    SamlNameId,
 }
 
 impl Error {

@@ -227,7 +227,7 @@ impl HttpClient {
         self.has_identity
     }
 
-    async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    pub(crate) async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let (parts, body) = request.into_parts();
         let url = parts.uri.to_string();
         let mut response = self

@@ -15,18 +15,35 @@
 //! The kit speaks only the protocol (OpenID Connect Core, Discovery, RFC 7636, RFC 9207,
 //! RP-Initiated Logout); it never links the IdP's own crates.
 
+mod account;
 mod client;
 mod doctor;
 mod error;
 mod http;
+mod saml;
+mod seal;
+mod sessions;
+pub mod web;
 
+pub use account::{
+    AccountApi, Consent, DisclosureEntry, DisclosurePage, DisclosureSettings, Setting, SettingItem,
+};
 pub use client::{
     ALLOWED_ALGS, AuthParams, CallbackParams, Claims, ClientAuth, IdTokenHint,
-    JWKS_REFETCH_INTERVAL, Login, OidcClient, PendingLogin, Refreshed, UserInfo, VerifiedIdToken,
+    JWKS_REFETCH_INTERVAL, Login, LogoutNotice, OidcClient, PendingLogin, Refreshed, UserInfo,
+    VerifiedIdToken,
 };
-pub use doctor::{Doctor, JapaneseName};
+pub use doctor::{CardCertificate, Doctor, JapaneseName, MedicalAssociation, TRUST_FRAMEWORK_HPKI};
 pub use error::Error;
 pub use http::{HttpClient, HttpClientBuilder, HttpError, MAX_BODY_BYTES};
+pub use saml::{
+    Clock, MAX_METADATA_BYTES, MAX_RELAY_STATE, MemoryReplayCache, ReplayCache, ReplayVerdict,
+    SAML_MAX_DEPTH, SAML_MAX_ELEMENTS, SamlAuthnOptions, SamlIdp, SamlLogin, SamlNameId,
+    SamlPendingLogin, SamlServiceProvider, SamlSigningKey, SamlSpConfig, SystemClock, saml_uri,
+};
+pub use seal::Sealer;
+pub use sessions::{MAX_MEMORY_SESSIONS, MemorySessions, OidcTokens, Session, SessionStore};
+pub use web::{RelyingParty, RequireRole, SignedIn, WebConfig, WebError};
 
 /// The shared vocabulary (scopes, claim names, acr values, hcRole).
 pub use idp_vocabulary;
