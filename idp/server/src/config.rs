@@ -278,6 +278,10 @@ pub struct OidcConfig {
     /// (`tls_client_auth`, RFC 8705). Empty: no mTLS clients.
     #[serde(default)]
     pub mtls_client_cas: Vec<PathBuf>,
+    /// PEM files of CAs trusted, besides the system's roots, for HTTPS to relying parties'
+    /// `backchannel_logout_uri` (an internal CA, or the test PKI's TLS root in the demo).
+    #[serde(default)]
+    pub backchannel_ca_files: Vec<PathBuf>,
     /// Clients registered by configuration (applied to the database at every start).
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
@@ -544,6 +548,8 @@ pub struct Runtime {
     pub clients: Vec<ClientRegistration>,
     /// Anchors of relying parties' TLS client certificates.
     pub mtls_client_cas: Vec<CertificateDer<'static>>,
+    /// Extra roots for HTTPS to back-channel logout URIs.
+    pub backchannel_cas: Vec<CertificateDer<'static>>,
     /// The SAML IdP, when configured.
     pub saml: Option<SamlRuntime>,
     /// The disclosure policy, loaded and validated.
@@ -740,6 +746,10 @@ impl Config {
         for path in &self.oidc.mtls_client_cas {
             mtls_client_cas.extend(load_certs("oidc.mtls_client_cas", &resolve(path))?);
         }
+        let mut backchannel_cas = Vec::new();
+        for path in &self.oidc.backchannel_ca_files {
+            backchannel_cas.extend(load_certs("oidc.backchannel_ca_files", &resolve(path))?);
+        }
         let mut clients = Vec::new();
         for c in &self.oidc.clients {
             let jwks = match &c.jwks_file {
@@ -805,6 +815,7 @@ impl Config {
             disclosure: Arc::new(policy),
             policy_dir,
             mtls_client_cas,
+            backchannel_cas,
             base_dir: base_dir.to_owned(),
             public_identity,
             login_identity,

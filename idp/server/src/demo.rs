@@ -12,6 +12,8 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     pub public_port: u16,
     pub login_port: u16,
+    /// Where the doctor portal (`hpki-portal`) listens, registered as a client.
+    pub portal_port: u16,
     pub seed: String,
 }
 
@@ -37,7 +39,8 @@ pub async fn prepare(opts: &DemoOptions) -> Result<(PathBuf, idp_devpki::Manifes
         .map_err(|e| format!("test PKI: {e}"))?
     };
     saml_keys(&opts.dir)?;
-    let config = demo_config(&manifest, &opts.dir, opts.public_port, opts.login_port);
+    let portal_secret = portal_files(opts, &manifest)?;
+    let config = demo_config(&manifest, opts, &portal_secret);
     let config_path = opts.dir.join("idp.toml");
     std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
 
@@ -72,12 +75,63 @@ fn saml_keys(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn demo_config(
-    manifest: &idp_devpki::Manifest,
-    dir: &Path,
-    public_port: u16,
-    login_port: u16,
-) -> String {
+/// A file of the demo folder: generated once and kept (so restarts keep registrations).
+fn kept_secret(path: &Path, make: impl FnOnce() -> String) -> Result<String, String> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(text.trim().to_owned());
+    }
+    let value = make();
+    std::fs::write(path, format!("{value}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(value)
+}
+
+/// The doctor portal's client secret, session key and `portal.toml` (it runs beside the
+/// IdP with the demo's TLS identity, registered as a pre-approved JMA-service client).
+/// Returns the client secret.
+fn portal_files(opts: &DemoOptions, manifest: &idp_devpki::Manifest) -> Result<String, String> {
+    use idp_core::secret::Secret;
+    let secret = kept_secret(&opts.dir.join("portal.secret"), || {
+        Secret::generate().dangerous_expose().to_owned()
+    })?;
+    // 64 hex digits: the SHA-256 of 256 fresh random bits.
+    kept_secret(&opts.dir.join("portal-session.key"), || {
+        Secret::generate().digest()
+    })?;
+    let toml = format!(
+        r#"# Written by `idp demo`: the doctor portal beside the demo IdP.
+listen = "127.0.0.1:{port}"
+url = "https://localhost:{port}"
+tls_cert = "pki/{cert}"
+tls_key = "pki/{key}"
+session_key_file = "portal-session.key"
+
+[idp]
+issuer = "https://localhost:{public}"
+ca_file = "pki/{ca}"
+client_id = "{PORTAL_CLIENT_ID}"
+client_secret_file = "portal.secret"
+"#,
+        port = opts.portal_port,
+        public = opts.public_port,
+        cert = manifest.server.cert,
+        key = manifest.server.key,
+        ca = manifest.server.ca,
+    );
+    let path = opts.dir.join("portal.toml");
+    std::fs::write(&path, toml).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(secret)
+}
+
+/// The portal's client ID in the demo.
+pub const PORTAL_CLIENT_ID: &str = "portal";
+
+fn demo_config(manifest: &idp_devpki::Manifest, opts: &DemoOptions, portal_secret: &str) -> String {
+    let (dir, public_port, login_port, portal_port) = (
+        &opts.dir,
+        opts.public_port,
+        opts.login_port,
+        opts.portal_port,
+    );
     let list = |paths: &[String]| {
         paths
             .iter()
@@ -116,6 +170,22 @@ ephemeral = "memory"
 [oidc]
 # Demo only: derived from the seed. A deployment sets a secret salt once and keeps it.
 pairwise_salt = "{salt}"
+# The portal's back-channel logout endpoint has a certificate of the test PKI.
+backchannel_ca_files = ["pki/{server_ca}"]
+
+# The doctor portal (`hpki-portal -c portal.toml`): a first-party JMA service.
+[[oidc.clients]]
+client_id = "{PORTAL_CLIENT_ID}"
+name = "医師資格証ポータル"
+auth_method = "client_secret_basic"
+secret_sha256 = "{portal_digest}"
+redirect_uris = ["https://localhost:{portal_port}/auth/callback"]
+post_logout_redirect_uris = ["https://localhost:{portal_port}/"]
+backchannel_logout_uri = "https://localhost:{portal_port}/auth/backchannel-logout"
+scopes = ["openid", "profile", "email", "hpki", "jma", "doctor_registration", "offline_access", "account"]
+pre_approved = true
+audience = "jma_service"
+refresh_tokens = true
 
 [saml]
 # Demo only: a generated key with a self-signed certificate (SAML trusts the metadata).
@@ -123,6 +193,10 @@ signing_key = "saml-signing.key"
 signing_cert = "saml-signing.crt"
 "#,
         salt = demo_salt(&manifest.seed),
+        server_ca = manifest.server.ca,
+        portal_digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            portal_secret.as_bytes()
+        )),
         server_cert = manifest.server.cert,
         server_key = manifest.server.key,
         anchors = list(&manifest.trust.anchors),
@@ -176,6 +250,8 @@ HPKI IdP demo is running.
 
   Public origin: https://localhost:{public}/        (医師資格証でログイン)
   Login origin:  https://localhost:{login}/login/hpki  (asks for the card certificate)
+  Doctor portal: https://localhost:{portal}/        (医師資格証ポータル; scripts/demo.sh starts it,
+                 or: hpki-portal -c {portal_toml})
   TLS test root to trust: {ca}
 
   Test cards (PKCS#12, password = PIN {pin}); import one into the browser:
@@ -185,6 +261,8 @@ HPKI IdP demo is running.
 "#,
         public = opts.public_port,
         login = opts.login_port,
+        portal = opts.portal_port,
+        portal_toml = opts.dir.join("portal.toml").display(),
         ca = p(&manifest.server.ca),
         pin = doctor.map(|d| d.pin.as_str()).unwrap_or("123456"),
     )

@@ -37,6 +37,9 @@ enum Command {
         public_port: u16,
         #[arg(long, default_value_t = 8444)]
         login_port: u16,
+        /// Where the doctor portal runs (registered as a client of the demo).
+        #[arg(long, default_value_t = 9443)]
+        portal_port: u16,
         #[arg(long, default_value = "demo")]
         seed: String,
     },
@@ -311,12 +314,14 @@ async fn run(command: Command) -> Result<(), String> {
             dir,
             public_port,
             login_port,
+            portal_port,
             seed,
         } => {
             let opts = DemoOptions {
                 dir,
                 public_port,
                 login_port,
+                portal_port,
                 seed,
             };
             let (config, manifest) = demo::prepare(&opts).await?;

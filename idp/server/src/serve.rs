@@ -238,9 +238,17 @@ async fn prepare_oidc(
     let discovery = crate::oidc::discovery_document(&issuer, &login_url, &config.signing_algs)
         .map_err(StartError::Keys)?;
     let rp_cas = Arc::new(tls::RpClientCas::new(&runtime.mtls_client_cas)?);
+    let mut extra_roots = Vec::new();
+    for der in &runtime.backchannel_cas {
+        extra_roots.push(
+            reqwest::Certificate::from_der(der)
+                .map_err(|e| StartError::Keys(format!("oidc.backchannel_ca_files: {e}")))?,
+        );
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_merge(extra_roots)
         .build()
         .map_err(|e| StartError::Keys(e.to_string()))?;
     Ok(OidcState {

@@ -42,7 +42,7 @@ impl Sealer {
     pub fn new(key: &[u8; 32]) -> Self {
         // AES-256 accepts every 32-byte key.
         let unbound = UnboundKey::new(&AES_256_GCM, key)
-            .map_or_else(|_| unreachable!("AES-256-GCM takes any 32-byte key"), |k| k);
+            .unwrap_or_else(|_| unreachable!("AES-256-GCM takes any 32-byte key"));
         Self {
             key: LessSafeKey::new(unbound),
             rng: SystemRandom::new(),
