@@ -383,15 +383,11 @@ impl SignedIn {
 
     /// Refuses a submitted form whose `csrf` field is not this session's token.
     pub fn check_csrf(&self, submitted: &str) -> Result<(), WebError> {
-        let expected = self.session.csrf.as_bytes();
-        let submitted = submitted.as_bytes();
-        let same = expected.len() == submitted.len()
-            && expected
-                .iter()
-                .zip(submitted)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same { Ok(()) } else { Err(WebError::Csrf) }
+        if constant_time_eq(self.session.csrf.as_bytes(), submitted.as_bytes()) {
+            Ok(())
+        } else {
+            Err(WebError::Csrf)
+        }
     }
 
     /// An access token for the IdP's APIs, refreshed first when it is about to expire. A
@@ -845,6 +841,12 @@ fn page(
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(html)
+}
+
+/// Whether `a` equals `b`, in time that depends only on their lengths (for secrets:
+/// anti-CSRF tokens, passwords compared by an app).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// HTML text and attribute escaping.
