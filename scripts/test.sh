@@ -47,6 +47,9 @@ done
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --quiet -p idp-server --bin idp
+# The doctor portal and the kit's example network, which the end-to-end tests start.
+cargo build --quiet -p hpki-portal --bin hpki-portal
+cargo build --quiet -p hpki-rp-kit --example hareyaka
 # Third-party relying parties that conformance/tests/third_party_*.rs drive against the
 # live IdP (node openid-client, Python Authlib and pysaml2).
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || scripts/deps.sh nodejs npm

@@ -639,6 +639,8 @@ pub async fn session_json(server: &Server, pki: &Pki, session: &str) -> (u16, se
 pub struct Browser {
     pub http: reqwest::Client,
     pub cookies: Vec<String>,
+    /// Cookie names kept besides the IdP's (a relying party's, all sent everywhere).
+    pub also_keep: Vec<String>,
 }
 
 impl Browser {
@@ -646,11 +648,17 @@ impl Browser {
         Self {
             http: client(pki, None),
             cookies: Vec::new(),
+            also_keep: Vec::new(),
         }
     }
 
     fn keep(&mut self, response: &reqwest::Response) {
-        for name in ["__Host-idp_login", "__Host-idp_session"] {
+        let names = ["__Host-idp_login", "__Host-idp_session"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(self.also_keep.iter().cloned())
+            .collect::<Vec<_>>();
+        for name in &names {
             if let Some(c) = cookie(response, name) {
                 self.cookies.retain(|k| !k.starts_with(&format!("{name}=")));
                 if !c.ends_with('=') {

@@ -213,10 +213,12 @@ impl Doctor {
     }
 
     /// Whether this login was an HPKI card with its PIN (`acr` of the card login).
+    /// Over SAML the IdP names the same login with the SmartcardPKI class.
     pub fn is_hpki_card_login(&self) -> bool {
-        self.acr
-            .as_ref()
-            .is_some_and(|acr| acr.as_str() == idp_vocabulary::authn::ACR_HPKI_CARD)
+        self.acr.as_ref().is_some_and(|acr| {
+            acr.as_str() == idp_vocabulary::authn::ACR_HPKI_CARD
+                || acr.as_str() == crate::saml_uri::AC_SMARTCARD_PKI
+        })
     }
 
     /// Whether the card says this is a medical doctor (hcRole `Medical Doctor`).
