@@ -10,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # xmlsec1 is the independent signature check of the SAML tests and pysaml2's signer.
-scripts/deps.sh build curl xmlsec1 softhsm2 libengine-pkcs11-openssl p11-kit postgresql-client redis-tools
+# chromium and a Japanese font: the portal's browser test (screenshots readable in Japanese).
+scripts/deps.sh build curl xmlsec1 softhsm2 libengine-pkcs11-openssl p11-kit postgresql-client redis-tools \
+  chromium fonts-ipafont-gothic
 
 export IDP_TEST_POSTGRES_URL="${IDP_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export IDP_TEST_REDIS_URL="${IDP_TEST_REDIS_URL:-redis://127.0.0.1:6379}"

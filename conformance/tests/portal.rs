@@ -6,151 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod portal_support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use harness::{
-    Browser, Pki, Server, ServerOptions, browse_to, client, cookie, free_port, idp_bin, kit_login,
-    location, oidc_kit, pki, reason, start,
+    Browser, Pki, Server, browse_to, client, cookie, kit_login, location, oidc_kit, reason,
 };
 use hpki_rp_kit::idp_vocabulary::scope;
-
-const PORTAL_SECRET: &str = "portal-test-secret-0123456789abcdef";
-const HAREYAKA_SECRET: &str = "hareyaka-test-secret-0123456789abcd";
-const HAREYAKA_REDIRECT: &str = "https://hareyaka.test/cb";
-
-fn sha256_hex(text: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
-}
-
-/// The IdP's `[oidc]` additions: the portal (JMA service, pre-approved, account scope,
-/// back-channel logout over HTTPS with the test CA) and a regional network.
-fn oidc_extra(pki: &Pki, portal_port: u16) -> String {
-    format!(
-        r#"backchannel_ca_files = ["{ca}"]
-
-[[oidc.clients]]
-client_id = "portal"
-name = "医師資格証ポータル"
-auth_method = "client_secret_basic"
-secret_sha256 = "{portal}"
-redirect_uris = ["https://localhost:{port}/auth/callback"]
-post_logout_redirect_uris = ["https://localhost:{port}/"]
-backchannel_logout_uri = "https://localhost:{port}/auth/backchannel-logout"
-scopes = ["openid", "profile", "email", "hpki", "jma", "doctor_registration", "offline_access", "account"]
-pre_approved = true
-audience = "jma_service"
-refresh_tokens = true
-
-[[oidc.clients]]
-client_id = "hareyaka"
-name = "晴れやかネット"
-auth_method = "client_secret_basic"
-secret_sha256 = "{hareyaka}"
-redirect_uris = ["{HAREYAKA_REDIRECT}"]
-scopes = ["openid", "profile", "email", "hpki"]
-audience = "regional_network"
-"#,
-        ca = pki.path(&pki.manifest.server.ca).display(),
-        portal = sha256_hex(PORTAL_SECRET),
-        hareyaka = sha256_hex(HAREYAKA_SECRET),
-        port = portal_port,
-    )
-}
-
-/// A running `hpki-portal`.
-struct Portal {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Drop for Portal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Portal {
-    fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("portal.log")).unwrap_or_default()
-    }
-}
-
-fn portal_bin() -> PathBuf {
-    let path = idp_bin().with_file_name("hpki-portal");
-    assert!(
-        path.exists(),
-        "{} not found: run `cargo build -p hpki-portal` first",
-        path.display()
-    );
-    path
-}
-
-async fn start_portal(server: &Server, pki: &Pki, port: u16) -> Portal {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("portal.secret"), PORTAL_SECRET).unwrap();
-    let toml = format!(
-        r#"listen = "127.0.0.1:{port}"
-url = "https://localhost:{port}"
-tls_cert = "{cert}"
-tls_key = "{key}"
-
-[idp]
-issuer = "{issuer}"
-ca_file = "{ca}"
-client_id = "portal"
-client_secret_file = "portal.secret"
-"#,
-        cert = pki.path(&pki.manifest.server.cert).display(),
-        key = pki.path(&pki.manifest.server.key).display(),
-        ca = pki.path(&pki.manifest.server.ca).display(),
-        issuer = server.public(""),
-    );
-    let config = dir.path().join("portal.toml");
-    std::fs::write(&config, toml).unwrap();
-    let log = std::fs::File::create(dir.path().join("portal.log")).unwrap();
-    let child = Command::new(portal_bin())
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let portal = Portal { child, dir, port };
-    let http = client(pki, None);
-    for _ in 0..100 {
-        if let Ok(r) = http.get(portal.url("/healthz")).send().await
-            && r.status() == 200
-        {
-            return portal;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the portal did not start:\n{}", portal.log());
-}
-
-async fn setup() -> (Server, Portal, &'static Pki) {
-    let pki = pki();
-    let port = free_port();
-    let server = start(
-        pki,
-        ServerOptions {
-            oidc_extra: oidc_extra(pki, port),
-            ..ServerOptions::default()
-        },
-    );
-    let portal = start_portal(&server, pki, port).await;
-    (server, portal, pki)
-}
+use portal_support::{HAREYAKA_REDIRECT, HAREYAKA_SECRET, Portal, setup};
 
 fn portal_browser(pki: &Pki) -> Browser {
     let mut browser = Browser::new(pki);
@@ -219,7 +83,7 @@ async fn regional_login_claims(
 
 #[tokio::test]
 async fn a_doctor_manages_disclosure_through_the_portal() {
-    let (server, portal, pki) = setup().await;
+    let (server, portal, pki) = setup(HAREYAKA_REDIRECT).await;
     let mut browser = portal_browser(pki);
 
     // Login through the IdP with the card; the profile shows what the IdP released.
@@ -369,7 +233,7 @@ async fn a_doctor_manages_disclosure_through_the_portal() {
 
 #[tokio::test]
 async fn the_idp_ending_its_session_ends_the_portal_session() {
-    let (server, portal, pki) = setup().await;
+    let (server, portal, pki) = setup(HAREYAKA_REDIRECT).await;
     let mut browser = portal_browser(pki);
     let (status, _, _) = portal_login(
         &server,
@@ -415,7 +279,7 @@ async fn the_idp_ending_its_session_ends_the_portal_session() {
 
 #[tokio::test]
 async fn the_portal_refuses_what_it_must() {
-    let (server, portal, pki) = setup().await;
+    let (server, portal, pki) = setup(HAREYAKA_REDIRECT).await;
 
     // Not signed in: pages send the browser to log in, keeping where it was going.
     let mut browser = portal_browser(pki);

@@ -134,11 +134,33 @@ pub fn login_routes(cfg: &mut web::ServiceConfig) {
 }
 
 pub(crate) fn html(status: StatusCode, body: String) -> HttpResponse {
+    html_with_form_action(status, body, None)
+}
+
+/// [`html`] whose forms may also lead to `origin` (a POST answered with a redirect there).
+pub(crate) fn html_with_form_action(
+    status: StatusCode,
+    body: String,
+    origin: Option<&str>,
+) -> HttpResponse {
+    // An origin is scheme://host[:port] only: nothing that could end the directive.
+    let extra = origin
+        .filter(|o| {
+            o.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":/.-[]".contains(&b))
+        })
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header(("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"))
-        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header((
+            "Content-Security-Policy",
+            format!("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{extra}; frame-ancestors 'none'"),
+        ))
+        // same-origin, not no-referrer: under no-referrer browsers send `Origin: null` with
+        // a form POST, and the same-origin check of consent and logout would refuse them.
+        .insert_header(("Referrer-Policy", "same-origin"))
         .body(body)
 }
 

@@ -704,6 +704,9 @@ fn consent_page(req: &HttpRequest, prompt: &ConsentPrompt) -> HttpResponse {
         &prompt.pending,
         "/authorize/consent",
         prompt.manages_account,
+        reqwest::Url::parse(&prompt.redirect_uri)
+            .ok()
+            .map(|u| u.origin().ascii_serialization()),
     )
 }
 
@@ -716,6 +719,9 @@ pub(crate) fn consent_form(
     pending: &idp_core::secret::Secret,
     action: &str,
     manages_account: bool,
+    // The origin the answer redirects to: browsers apply the page's `form-action` to the
+    // redirect after the POST as well, so it must be allowed.
+    answer_origin: Option<String>,
 ) -> HttpResponse {
     let mut items = String::new();
     if manages_account {
@@ -768,9 +774,10 @@ pub(crate) fn consent_form(
         approve = escape(lang.pick("同意して続ける", "Allow and continue")),
         deny = escape(lang.pick("同意しない", "Deny")),
     );
-    html(
+    crate::app::html_with_form_action(
         StatusCode::OK,
         layout(lang, lang.pick("情報提供への同意", "Consent"), &body),
+        answer_origin.as_deref(),
     )
 }
 

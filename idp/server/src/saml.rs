@@ -170,7 +170,9 @@ fn post_form_page(
                 "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; form-action {origin}; frame-ancestors 'none'"
             ),
         ))
-        .insert_header(("Referrer-Policy", "no-referrer"))
+        // same-origin, not no-referrer: under no-referrer browsers send `Origin: null` with
+        // a form POST, and the same-origin check of consent and logout would refuse them.
+        .insert_header(("Referrer-Policy", "same-origin"))
         .body(layout(lang, title, &body))
 }
 
@@ -224,6 +226,8 @@ fn sso_response(req: &HttpRequest, step: SsoStep, arrival: Arrival) -> HttpRespo
             &prompt.pending,
             "/saml/sso/consent",
             false,
+            // The answer is a page of this origin (the auto-POST form has its own policy).
+            None,
         ),
         SsoStep::PendingExpired => message_page(
             lang,

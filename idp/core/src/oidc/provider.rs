@@ -99,6 +99,8 @@ pub struct ConsentPrompt {
     /// Whether the client asks for the doctor's account API (scope `account`).
     pub manages_account: bool,
     pub ui_locales: Vec<String>,
+    /// Where the answer sends the browser (the page's form may lead there).
+    pub redirect_uri: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -516,6 +518,7 @@ impl Provider {
             let manages_account = request.scopes.iter().any(|s| s == scope::ACCOUNT);
             let prompt_locales = request.ui_locales.clone();
             let (client_name, client_id) = (client.name.clone(), client.client_id.clone());
+            let redirect_uri = request.redirect_uri.clone();
             let pending = Pending {
                 request,
                 created_at,
@@ -529,6 +532,7 @@ impl Provider {
                     claims,
                     manages_account,
                     ui_locales: prompt_locales,
+                    redirect_uri,
                 }),
                 Err(_) => AuthorizeStep::Unavailable,
             };
