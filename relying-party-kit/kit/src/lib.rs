@@ -42,9 +42,13 @@ pub use saml::{
     SamlPendingLogin, SamlServiceProvider, SamlSigningKey, SamlSpConfig, SystemClock, saml_uri,
 };
 pub use seal::Sealer;
-pub use sessions::{MAX_MEMORY_SESSIONS, MemorySessions, OidcTokens, Session, SessionStore};
+pub use sessions::{
+    MAX_MEMORY_SESSIONS, MemorySessions, OidcTokens, SamlSession, Session, SessionStore,
+};
 pub use web::{RelyingParty, RequireRole, SignedIn, WebConfig, WebError};
 
+/// The actix-web the [`web`] integration is built on (apps and tests use the same version).
+pub use actix_web;
 /// The shared vocabulary (scopes, claim names, acr values, hcRole).
 pub use idp_vocabulary;
 /// The spec nouns the kit's API uses, from openidconnect.

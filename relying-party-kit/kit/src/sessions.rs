@@ -10,6 +10,7 @@ use openidconnect::{AccessToken, RefreshToken};
 use time::OffsetDateTime;
 
 use crate::client::{IdTokenHint, LogoutNotice};
+use crate::saml::{SamlLogin, SamlNameId};
 use crate::{Doctor, Error};
 
 /// The most sessions [`MemorySessions`] holds; past it, expired ones are dropped and, if
@@ -35,6 +36,30 @@ impl fmt::Debug for OidcTokens {
     }
 }
 
+/// What a SAML login leaves in its session: the NameID and SessionIndex an SP-initiated
+/// `LogoutRequest` names, and the end the IdP set for the session.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SamlSession {
+    pub name_id: SamlNameId,
+    /// `SessionIndex` of the `AuthnStatement`.
+    pub session_index: Option<String>,
+    /// `SessionNotOnOrAfter`: the session ends then, whatever the kit's own timeouts say.
+    pub not_on_or_after: Option<OffsetDateTime>,
+    pub idp_entity_id: String,
+}
+
+impl SamlSession {
+    pub fn from_login(login: &SamlLogin) -> Self {
+        Self {
+            name_id: login.name_id.clone(),
+            session_index: login.session_index.clone(),
+            not_on_or_after: login.session_not_on_or_after,
+            idp_entity_id: login.idp_entity_id.clone(),
+        }
+    }
+}
+
 /// One signed-in browser.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -44,6 +69,8 @@ pub struct Session {
     pub sid: Option<String>,
     /// Present for OpenID Connect logins.
     pub tokens: Option<OidcTokens>,
+    /// Present for SAML logins (which have no tokens).
+    pub saml: Option<SamlSession>,
     /// The anti-CSRF token the app puts into its forms ([`crate::web::SignedIn::csrf_token`]).
     pub csrf: String,
     pub created_at: OffsetDateTime,
@@ -63,10 +90,25 @@ impl Session {
             doctor,
             sid,
             tokens,
+            saml: None,
             csrf,
             created_at: now,
             last_seen: now,
         }
+    }
+
+    /// The session of a SAML login.
+    pub fn with_saml(mut self, saml: SamlSession) -> Self {
+        self.saml = Some(saml);
+        self
+    }
+
+    /// Whether the session has passed an end its login set (SAML `SessionNotOnOrAfter`).
+    pub fn login_expired(&self, now: OffsetDateTime) -> bool {
+        self.saml
+            .as_ref()
+            .and_then(|s| s.not_on_or_after)
+            .is_some_and(|end| now >= end)
     }
 
     fn named_by(&self, notice: &LogoutNotice) -> bool {

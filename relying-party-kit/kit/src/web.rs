@@ -1,11 +1,14 @@
-//! actix-web integration: login, callback, logout and back-channel logout routes, the
-//! [`Doctor`] and [`SignedIn`] extractors, and the [`RequireRole`] guard.
+//! actix-web integration: login, callback, logout and back-channel logout routes (OpenID
+//! Connect), metadata, login and assertion consumer routes (SAML 2.0), the [`Doctor`] and
+//! [`SignedIn`] extractors, and the [`RequireRole`] guard.
 //!
 //! ```text
 //! let rp = web::Data::new(RelyingParty::new(oidc, Sealer::new(&key), Arc::new(MemorySessions::default()), WebConfig::default()));
+//! // or SAML only:  RelyingParty::new_saml(sp, sealer, sessions, config)
+//! // or both:       RelyingParty::new(oidc, ...).with_saml(sp)
 //! App::new()
 //!     .app_data(rp.clone())
-//!     .configure(|cfg| rp.routes(cfg))                 // /auth/login, /auth/callback, ...
+//!     .configure(|cfg| rp.routes(cfg))                 // /auth/login, /auth/callback, /saml/acs, ...
 //!     .route("/", web::get().to(|doctor: Doctor| async move { ... }))
 //!     .service(web::scope("/clinical").wrap(RequireRole::medical_doctor()) ...)
 //! ```
@@ -13,9 +16,12 @@
 //! Invariants:
 //! - The pending login (state, nonce, PKCE verifier, where to return) travels in a sealed
 //!   (AES-256-GCM), HttpOnly, SameSite=Lax cookie that lives ten minutes and opens once.
+//! - The pending SAML login (request ID, RelayState, where to return) travels in its own
+//!   sealed cookie, SameSite=None (see [`saml_acs`] for why and why that is safe).
 //! - The session cookie holds only a random 256-bit ID; a new one is issued at every login
-//!   (no fixation). Idle and absolute timeouts are enforced on every request.
-//! - `return_to` is a local path only (no open redirect).
+//!   (no fixation). Idle and absolute timeouts (and a SAML `SessionNotOnOrAfter`) are
+//!   enforced on every request.
+//! - `return_to` is a local path only (no open redirect); it never travels in RelayState.
 //! - Logout is a POST carrying the session's anti-CSRF token.
 
 use std::fmt;
@@ -40,14 +46,25 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::client::{AuthParams, CallbackParams, OidcClient, PendingLogin};
+use crate::saml::{SamlAuthnOptions, SamlPendingLogin, SamlServiceProvider};
 use crate::seal::Sealer;
-use crate::sessions::{OidcTokens, Session, SessionStore};
+use crate::sessions::{OidcTokens, SamlSession, Session, SessionStore};
 use crate::{Doctor, Error};
 
 /// How long a started login may take before its cookie no longer opens.
 pub const LOGIN_COOKIE_LIFETIME: Duration = Duration::from_secs(600);
 /// How often the kit sweeps expired sessions out of the store (at a login).
 const SWEEP_INTERVAL_SECS: i64 = 300;
+/// The SAML login cookie (`__Host-{prefix}-saml-login`): SameSite=None, see [`saml_acs`].
+const SAML_LOGIN_COOKIE: &str = "saml-login";
+/// The largest ACS form body read: the SP's `max_response_bytes` base64- and form-encoded
+/// (at most ×4/3 ×3), plus room for RelayState.
+fn max_acs_body(sp: &SamlServiceProvider) -> usize {
+    sp.config()
+        .max_response_bytes
+        .saturating_mul(4)
+        .saturating_add(4096)
+}
 /// A session's last use is written back at most this often.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 /// An access token this close to expiry is refreshed before use.
@@ -81,6 +98,16 @@ pub struct WebConfig {
     pub landing_path: String,
     /// Where the IdP sends the browser after RP-initiated logout (must be registered).
     pub post_logout_redirect_uri: Option<PostLogoutRedirectUrl>,
+    /// SAML: where the SP metadata is served (`application/samlmetadata+xml`).
+    pub saml_metadata_path: String,
+    /// SAML: the route that starts a SAML login (`?return_to=`). When the relying party
+    /// has no OpenID Connect client, `login_path` starts the SAML login too. The assertion
+    /// consumer and single logout routes are the paths of [`crate::SamlSpConfig::acs_url`]
+    /// and [`crate::SamlSpConfig::slo_url`], so they cannot disagree with the metadata.
+    pub saml_login_path: String,
+    /// SAML: what the AuthnRequest asks for; the default asks for the card login
+    /// (SmartcardPKI). Its `relay_state` is ignored: the kit sends its own.
+    pub saml_authn: SamlAuthnOptions,
 }
 
 impl Default for WebConfig {
@@ -102,14 +129,20 @@ impl Default for WebConfig {
             backchannel_logout_path: "/auth/backchannel-logout".to_owned(),
             landing_path: "/".to_owned(),
             post_logout_redirect_uri: None,
+            saml_metadata_path: "/saml/metadata".to_owned(),
+            saml_login_path: "/saml/login".to_owned(),
+            saml_authn: SamlAuthnOptions::hpki_card(),
         }
     }
 }
 
 /// The relying party's web side: put it into the app as `web::Data` and register its
-/// routes with [`RelyingParty::routes`].
+/// routes with [`RelyingParty::routes`]. It logs doctors in with OpenID Connect
+/// ([`RelyingParty::new`]), SAML 2.0 ([`RelyingParty::new_saml`]) or both
+/// ([`RelyingParty::with_saml`]); either way a login ends in the same kind of [`Session`].
 pub struct RelyingParty {
-    oidc: OidcClient,
+    oidc: Option<OidcClient>,
+    saml: Option<SamlServiceProvider>,
     sealer: Sealer,
     sessions: Arc<dyn SessionStore>,
     config: WebConfig,
@@ -121,6 +154,7 @@ impl fmt::Debug for RelyingParty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RelyingParty")
             .field("oidc", &self.oidc)
+            .field("saml", &self.saml)
             .field("sessions", &self.sessions)
             .field("config", &self.config)
             .finish_non_exhaustive()
@@ -134,15 +168,51 @@ struct LoginCookie {
     return_to: String,
 }
 
+/// The sealed content of the SAML login cookie.
+#[derive(Deserialize, Serialize)]
+struct SamlLoginCookie {
+    pending: SamlPendingLogin,
+    return_to: String,
+}
+
 impl RelyingParty {
+    /// A relying party that logs doctors in with OpenID Connect.
     pub fn new(
         oidc: OidcClient,
         sealer: Sealer,
         sessions: Arc<dyn SessionStore>,
         config: WebConfig,
     ) -> Self {
+        Self::with_protocols(Some(oidc), None, sealer, sessions, config)
+    }
+
+    /// A relying party that logs doctors in with SAML 2.0 only: `login_path` starts the
+    /// SAML login, and there are no callback and back-channel logout routes.
+    pub fn new_saml(
+        saml: SamlServiceProvider,
+        sealer: Sealer,
+        sessions: Arc<dyn SessionStore>,
+        config: WebConfig,
+    ) -> Self {
+        Self::with_protocols(None, Some(saml), sealer, sessions, config)
+    }
+
+    /// Also offers SAML 2.0 login (at `saml_login_path`) beside OpenID Connect.
+    pub fn with_saml(mut self, saml: SamlServiceProvider) -> Self {
+        self.saml = Some(saml);
+        self
+    }
+
+    fn with_protocols(
+        oidc: Option<OidcClient>,
+        saml: Option<SamlServiceProvider>,
+        sealer: Sealer,
+        sessions: Arc<dyn SessionStore>,
+        config: WebConfig,
+    ) -> Self {
         Self {
             oidc,
+            saml,
             sealer,
             sessions,
             config,
@@ -151,9 +221,14 @@ impl RelyingParty {
         }
     }
 
-    /// The OpenID Connect client (for calls beyond login).
-    pub fn oidc(&self) -> &OidcClient {
-        &self.oidc
+    /// The OpenID Connect client (for calls beyond login), if the relying party has one.
+    pub fn oidc(&self) -> Option<&OidcClient> {
+        self.oidc.as_ref()
+    }
+
+    /// The SAML service provider, if the relying party has one.
+    pub fn saml(&self) -> Option<&SamlServiceProvider> {
+        self.saml.as_ref()
     }
 
     pub fn config(&self) -> &WebConfig {
@@ -165,17 +240,33 @@ impl RelyingParty {
         &self.sessions
     }
 
-    /// Registers the login, callback, logout and back-channel logout routes. The app must
-    /// also hold this value as `web::Data<RelyingParty>`.
+    /// Registers the routes: login and logout always; callback and back-channel logout
+    /// with OpenID Connect; metadata, SAML login, the assertion consumer (the path of the
+    /// SP's ACS URL) and, if the SP has one, single logout (the path of its SLO URL) with
+    /// SAML. The app must also hold this value as `web::Data<RelyingParty>`.
     pub fn routes(&self, cfg: &mut web::ServiceConfig) {
         let c = &self.config;
         cfg.route(&c.login_path, web::get().to(login))
-            .route(&c.callback_path, web::get().to(callback))
-            .route(&c.logout_path, web::post().to(logout))
-            .route(
+            .route(&c.logout_path, web::post().to(logout));
+        if self.oidc.is_some() {
+            cfg.route(&c.callback_path, web::get().to(callback)).route(
                 &c.backchannel_logout_path,
                 web::post().to(backchannel_logout),
             );
+        }
+        if let Some(sp) = &self.saml {
+            cfg.route(&c.saml_metadata_path, web::get().to(saml_metadata));
+            if c.saml_login_path != c.login_path {
+                cfg.route(&c.saml_login_path, web::get().to(saml_login));
+            }
+            // SamlServiceProvider::new checked both URLs.
+            if let Ok(acs) = url::Url::parse(&sp.config().acs_url) {
+                cfg.route(acs.path(), web::post().to(saml_acs));
+            }
+            if let Some(Ok(slo)) = sp.config().slo_url.as_deref().map(url::Url::parse) {
+                cfg.route(slo.path(), web::route().to(saml_slo));
+            }
+        }
     }
 
     /// The URL path that starts a login returning to `return_to`.
@@ -197,12 +288,28 @@ impl RelyingParty {
         }
     }
 
+    /// The URL path that starts a SAML login returning to `return_to`.
+    pub fn saml_login_url(&self, return_to: &str) -> String {
+        format!(
+            "{}?{}",
+            self.config.saml_login_path,
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("return_to", return_to)
+                .finish()
+        )
+    }
+
     fn cookie<'c>(&self, what: &str, value: String, max_age: Duration) -> Cookie<'c> {
         Cookie::build(self.cookie_name(what), value)
             .path("/")
             .secure(self.config.secure_cookies)
             .http_only(true)
-            .same_site(SameSite::Lax)
+            .same_site(if what == SAML_LOGIN_COOKIE {
+                // Sent on the IdP's cross-site POST to the ACS: see `saml_acs`.
+                SameSite::None
+            } else {
+                SameSite::Lax
+            })
             .max_age(actix_web::cookie::time::Duration::seconds(
                 i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
             ))
@@ -213,6 +320,26 @@ impl RelyingParty {
         let mut cookie = self.cookie(what, String::new(), Duration::ZERO);
         cookie.make_removal();
         cookie
+    }
+
+    /// Seals `value` into the short-lived login cookie `what` (the OIDC and the SAML login
+    /// share this, and its lifetime).
+    fn login_cookie<'c, T: Serialize>(&self, what: &str, value: &T) -> Result<Cookie<'c>, Error> {
+        let expires = OffsetDateTime::now_utc() + LOGIN_COOKIE_LIFETIME;
+        let sealed = self.sealer.seal(&self.cookie_name(what), value, expires)?;
+        Ok(self.cookie(what, sealed, LOGIN_COOKIE_LIFETIME))
+    }
+
+    /// The value sealed in the login cookie `what` of the request, if it opens.
+    fn open_login_cookie<T: serde::de::DeserializeOwned>(
+        &self,
+        req: &HttpRequest,
+        what: &str,
+        now: OffsetDateTime,
+    ) -> Option<T> {
+        let name = self.cookie_name(what);
+        req.cookie(&name)
+            .and_then(|c| self.sealer.open(&name, c.value(), now))
     }
 
     fn random_token(&self) -> Result<String, Error> {
@@ -239,6 +366,7 @@ impl RelyingParty {
         let now = OffsetDateTime::now_utc();
         if now - session.created_at > self.config.absolute_timeout
             || now - session.last_seen > self.config.idle_timeout
+            || session.login_expired(now)
         {
             self.sessions.remove(&id).await?;
             return Ok(None);
@@ -391,12 +519,16 @@ impl SignedIn {
     }
 
     /// An access token for the IdP's APIs, refreshed first when it is about to expire. A
-    /// refused refresh ends the session (the doctor logs in again).
+    /// refused refresh ends the session (the doctor logs in again). A SAML session has no
+    /// tokens: it gets `LoginRequired`.
     pub async fn access_token(&mut self) -> Result<AccessToken, WebError> {
         let login_required = || WebError::LoginRequired {
             login_url: self.rp.login_url(&self.rp.config.landing_path),
         };
         let tokens = self.session.tokens.clone().ok_or_else(login_required)?;
+        let Some(oidc) = self.rp.oidc.as_ref() else {
+            return Err(login_required());
+        };
         let now = OffsetDateTime::now_utc();
         let fresh = tokens
             .expires_at
@@ -408,9 +540,7 @@ impl SignedIn {
             self.end().await?;
             return Err(login_required());
         };
-        match self
-            .rp
-            .oidc
+        match oidc
             .refresh(refresh_token, &self.session.doctor.subject)
             .await
         {
@@ -591,44 +721,48 @@ struct LoginQuery {
     return_to: Option<String>,
 }
 
+impl LoginQuery {
+    /// The validated local `return_to`, or the landing path.
+    fn return_to(&self, rp: &RelyingParty) -> String {
+        self.return_to
+            .as_deref()
+            .and_then(local_path)
+            .unwrap_or(&rp.config.landing_path)
+            .to_owned()
+    }
+}
+
 async fn login(
     rp: web::Data<RelyingParty>,
     query: web::Query<LoginQuery>,
 ) -> Result<HttpResponse, WebError> {
-    let return_to = query
-        .return_to
-        .as_deref()
-        .and_then(local_path)
-        .unwrap_or(&rp.config.landing_path)
-        .to_owned();
+    let Some(oidc) = rp.oidc.as_ref() else {
+        return saml_login(rp, query).await;
+    };
+    let return_to = query.return_to(&rp);
     let scopes: Vec<&str> = rp.config.scopes.iter().map(String::as_str).collect();
-    let (url, pending) = rp.oidc.begin(&scopes, &rp.config.auth_params);
-    let expires = OffsetDateTime::now_utc() + LOGIN_COOKIE_LIFETIME;
-    let sealed = rp
-        .sealer
-        .seal(
-            &rp.cookie_name("login"),
-            &LoginCookie { pending, return_to },
-            expires,
-        )
+    let (url, pending) = oidc.begin(&scopes, &rp.config.auth_params);
+    let cookie = rp
+        .login_cookie("login", &LoginCookie { pending, return_to })
         .map_err(WebError::Unavailable)?;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, url.as_str()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(rp.cookie("login", sealed, LOGIN_COOKIE_LIFETIME))
+        .cookie(cookie)
         .finish())
 }
 
 async fn callback(rp: web::Data<RelyingParty>, req: HttpRequest) -> HttpResponse {
+    let Some(oidc) = rp.oidc.as_ref() else {
+        return WebError::NotConfigured.error_response();
+    };
     let now = OffsetDateTime::now_utc();
     let restart = Some((
         rp.login_url(&rp.config.landing_path),
         "もう一度ログインする",
         "Log in again",
     ));
-    let opened: Option<LoginCookie> = req
-        .cookie(&rp.cookie_name("login"))
-        .and_then(|c| rp.sealer.open(&rp.cookie_name("login"), c.value(), now));
+    let opened: Option<LoginCookie> = rp.open_login_cookie(&req, "login", now);
     let Some(LoginCookie { pending, return_to }) = opened else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -642,7 +776,7 @@ async fn callback(rp: web::Data<RelyingParty>, req: HttpRequest) -> HttpResponse
         .with_cookie(rp.removal("login"));
     };
     let outcome = match CallbackParams::from_query(req.query_string()) {
-        Ok(params) => rp.oidc.finish(pending, &params).await,
+        Ok(params) => oidc.finish(pending, &params).await,
         Err(e) => Err(e),
     };
     let login = match outcome {
@@ -675,7 +809,7 @@ async fn callback(rp: web::Data<RelyingParty>, req: HttpRequest) -> HttpResponse
         }
     };
     let doctor = if rp.config.fetch_userinfo {
-        match rp.oidc.userinfo(&login.access_token, &login.subject).await {
+        match oidc.userinfo(&login.access_token, &login.subject).await {
             Ok(info) => match Doctor::from_login_and_userinfo(&login, &info) {
                 Ok(doctor) => doctor,
                 Err(e) => return unavailable(e),
@@ -685,25 +819,39 @@ async fn callback(rp: web::Data<RelyingParty>, req: HttpRequest) -> HttpResponse
     } else {
         Doctor::from_login(&login)
     };
-    let (id, csrf) = match (rp.random_token(), rp.random_token()) {
-        (Ok(id), Ok(csrf)) => (id, csrf),
-        (Err(e), _) | (_, Err(e)) => return unavailable(e),
-    };
     let tokens = OidcTokens {
         access_token: login.access_token,
         refresh_token: login.refresh_token,
         expires_at: login.expires_at,
         id_token: login.id_token,
     };
+    signed_in_at(&rp, now, "login", return_to, |csrf| {
+        Session::new(doctor, login.sid, Some(tokens), csrf, now)
+    })
+    .await
+}
+
+/// Ends a login: a new session (fresh ID and anti-CSRF token) made by `session`, its
+/// cookie, the login cookie `login_cookie` removed, and the browser sent to `return_to`.
+async fn signed_in_at(
+    rp: &RelyingParty,
+    now: OffsetDateTime,
+    login_cookie: &str,
+    return_to: String,
+    session: impl FnOnce(String) -> Session,
+) -> HttpResponse {
+    let (id, csrf) = match (rp.random_token(), rp.random_token()) {
+        (Ok(id), Ok(csrf)) => (id, csrf),
+        (Err(e), _) | (_, Err(e)) => return unavailable(e),
+    };
     rp.sweep(now).await;
-    let session = Session::new(doctor, login.sid, Some(tokens), csrf, now);
-    if let Err(e) = rp.sessions.insert(&id, session).await {
+    if let Err(e) = rp.sessions.insert(&id, session(csrf)).await {
         return unavailable(e);
     }
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, return_to))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .cookie(rp.removal("login"))
+        .cookie(rp.removal(login_cookie))
         .cookie(rp.cookie("session", id, rp.config.absolute_timeout))
         .finish()
 }
@@ -736,15 +884,32 @@ async fn logout(
     };
     signed_in.check_csrf(&form.csrf)?;
     signed_in.end().await?;
-    let to_idp = signed_in.session.tokens.as_ref().and_then(|tokens| {
-        rp.oidc
-            .end_session_url(
+    let session = &signed_in.session;
+    let oidc_logout = session
+        .tokens
+        .as_ref()
+        .zip(rp.oidc.as_ref())
+        .and_then(|(tokens, oidc)| {
+            oidc.end_session_url(
                 &tokens.id_token,
                 rp.config.post_logout_redirect_uri.clone(),
                 None,
             )
             .ok()
-    });
+        });
+    // A SAML session: the SP-initiated LogoutRequest (signed, HTTP-Redirect), when the SP
+    // has a signing key and the IdP an SLO endpoint; otherwise the session ends here only.
+    let saml_logout = || {
+        let (saml, sp) = session.saml.as_ref().zip(rp.saml.as_ref())?;
+        match sp.logout_url(&saml.name_id, saml.session_index.as_deref(), None) {
+            Ok((url, _)) => Some(url),
+            Err(e) => {
+                tracing::info!(error = %e, "SAML session ended here only");
+                None
+            }
+        }
+    };
+    let to_idp = oidc_logout.or_else(saml_logout);
     Ok(match to_idp {
         Some(url) => HttpResponse::SeeOther()
             .insert_header((header::LOCATION, url.as_str()))
@@ -771,7 +936,10 @@ async fn backchannel_logout(rp: web::Data<RelyingParty>, body: web::Bytes) -> Ht
     let (Some(token), None) = (tokens.next(), tokens.next()) else {
         return bad("exactly one logout_token is required");
     };
-    let notice = match rp.oidc.verify_logout_token(&token).await {
+    let Some(oidc) = rp.oidc.as_ref() else {
+        return bad("no OpenID Connect client");
+    };
+    let notice = match oidc.verify_logout_token(&token).await {
         Ok(notice) => notice,
         Err(e) => {
             tracing::warn!(error = %e, "back-channel logout refused");
@@ -792,6 +960,191 @@ async fn backchannel_logout(rp: web::Data<RelyingParty>, body: web::Bytes) -> Ht
                 .finish()
         }
     }
+}
+
+/// GET `saml_metadata_path`: the SP metadata, for registering the SP with the IdP.
+async fn saml_metadata(rp: web::Data<RelyingParty>) -> HttpResponse {
+    match rp.saml.as_ref() {
+        Some(sp) => HttpResponse::Ok()
+            .content_type("application/samlmetadata+xml")
+            .body(sp.metadata()),
+        None => WebError::NotConfigured.error_response(),
+    }
+}
+
+/// GET `saml_login_path?return_to=`: an AuthnRequest over HTTP-Redirect. The pending login
+/// and the validated `return_to` go into the sealed SAML login cookie; RelayState is a
+/// fresh random value (also sealed in the cookie, and compared at the ACS), never the
+/// return path.
+async fn saml_login(
+    rp: web::Data<RelyingParty>,
+    query: web::Query<LoginQuery>,
+) -> Result<HttpResponse, WebError> {
+    let sp = rp.saml.as_ref().ok_or(WebError::NotConfigured)?;
+    let return_to = query.return_to(&rp);
+    let relay_state = rp.random_token().map_err(WebError::Unavailable)?;
+    let options = rp.config.saml_authn.clone().with_relay_state(&relay_state);
+    let (url, pending) = sp.begin(&options).map_err(WebError::Unavailable)?;
+    let cookie = rp
+        .login_cookie(SAML_LOGIN_COOKIE, &SamlLoginCookie { pending, return_to })
+        .map_err(WebError::Unavailable)?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, url.as_str()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(cookie)
+        .finish())
+}
+
+/// POST to the ACS URL's path: the IdP's `SAMLResponse` (HTTP-POST binding), validated
+/// against the pending login of this browser, ends in a session like an OIDC login's (no
+/// tokens; the NameID and SessionIndex kept for logout) and a 303 to `return_to`.
+///
+/// Why the SAML login cookie is `SameSite=None; Secure`: the ACS request is a form POST
+/// from the IdP's origin, a cross-site request, and browsers do not send `Lax` cookies on
+/// cross-site POSTs. The two usual answers:
+/// - a server-side store of pending logins keyed by RelayState: the posted Response then
+///   finds *a* pending login, but nothing ties it to *this browser*: an attacker starts a
+///   login himself, takes the IdP's Response and RelayState, and has the victim's browser
+///   post them (login CSRF: the victim works in the attacker's account). It also needs a
+///   store shared by every process;
+/// - the pending login in a sealed cookie sent cross-site (`SameSite=None`, hence
+///   `Secure`): the request ID it holds is secret to this browser and the IdP, and the
+///   Response must name it in `InResponseTo` (in the signed assertion, too), so a Response
+///   obtained for another login does not match, wherever it is posted from.
+///
+/// The kit takes the second. Sending this one cookie cross-site reveals nothing (it is
+/// sealed, HttpOnly, lives ten minutes) and a forged cross-site POST can only present a
+/// Response to the browser's own request, which the replay cache lets through once. The
+/// cookie is removed when a Response to it is accepted or the IdP's signed answer refuses
+/// the login, not when a Response does not validate: a stray or forged POST (any site can
+/// send one) does not cancel the login in progress. The session cookie stays `SameSite=Lax`. The RelayState
+/// sent is a random value sealed with the pending login and must come back unchanged.
+/// Without `secure_cookies` (plain-HTTP development) browsers drop a `SameSite=None`
+/// cookie, so SAML login needs HTTPS in a browser.
+async fn saml_acs(
+    rp: web::Data<RelyingParty>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let Some(sp) = rp.saml.as_ref() else {
+        return WebError::NotConfigured.error_response();
+    };
+    let now = OffsetDateTime::now_utc();
+    let restart = || {
+        Some((
+            rp.saml_login_url(&rp.config.landing_path),
+            "もう一度ログインする",
+            "Log in again",
+        ))
+    };
+    let invalid = || {
+        page(
+            StatusCode::BAD_REQUEST,
+            "login_invalid",
+            "ログインを完了できませんでした",
+            "The login could not be completed",
+            "認証サーバーからの応答を確認できませんでした。もう一度ログインしてください。",
+            "The answer from the identity provider did not validate. Please log in again.",
+            restart(),
+        )
+    };
+    let body = match payload.to_bytes_limited(max_acs_body(sp)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!("SAML ACS: unreadable or oversized form");
+            return invalid();
+        }
+    };
+    let (mut responses, mut relay_states) = (Vec::new(), Vec::new());
+    for (name, value) in url::form_urlencoded::parse(&body) {
+        match name.as_ref() {
+            "SAMLResponse" => responses.push(value),
+            "RelayState" => relay_states.push(value),
+            _ => {}
+        }
+    }
+    let ([response], [] | [_]) = (responses.as_slice(), relay_states.as_slice()) else {
+        tracing::warn!("SAML ACS: not exactly one SAMLResponse, or several RelayStates");
+        return invalid();
+    };
+    let relay_state = relay_states.first().map(|r| r.as_ref());
+    let opened: Option<SamlLoginCookie> = rp.open_login_cookie(&req, SAML_LOGIN_COOKIE, now);
+    let (pending, return_to) = match opened {
+        Some(SamlLoginCookie { pending, return_to }) => {
+            let relay_state_matches = match (pending.relay_state.as_deref(), relay_state) {
+                (Some(sent), Some(back)) => constant_time_eq(sent.as_bytes(), back.as_bytes()),
+                (None, None) => true,
+                _ => false,
+            };
+            if !relay_state_matches {
+                tracing::warn!("SAML ACS: RelayState is not the one sent");
+                return invalid();
+            }
+            (Some(pending), return_to)
+        }
+        // Unsolicited (IdP-initiated) only if the SP allows it; `finish` decides.
+        None if sp.config().allow_idp_initiated => (None, rp.config.landing_path.clone()),
+        None => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "login_expired",
+                "ログインの手続きが見つかりません",
+                "No login in progress",
+                "ログインを始めてから時間が経ちすぎたか、別の画面で始めたログインです。もう一度ログインしてください。",
+                "The login took too long or was started elsewhere. Please log in again.",
+                restart(),
+            )
+            .with_cookie(rp.removal(SAML_LOGIN_COOKIE));
+        }
+    };
+    let login = match sp.finish(pending.as_ref(), response) {
+        Ok(login) => login,
+        Err(Error::SamlStatus { codes }) => {
+            tracing::info!(?codes, "the IdP refused the SAML login");
+            return page(
+                StatusCode::FORBIDDEN,
+                "login_refused",
+                "ログインできませんでした",
+                "Login not completed",
+                "ログインが取り消されたか、医師資格証による認証が完了しませんでした。",
+                "The login was cancelled or the doctor qualification card was not accepted.",
+                restart(),
+            )
+            .with_cookie(rp.removal(SAML_LOGIN_COOKIE));
+        }
+        Err(Error::SamlReplay) => {
+            tracing::warn!("SAML ACS: a Response used before");
+            return page(
+                StatusCode::BAD_REQUEST,
+                "login_replayed",
+                "このログインは使用済みです",
+                "This login was already used",
+                "同じログインの応答が二度送られました。もう一度ログインしてください。",
+                "The same login answer was sent twice. Please log in again.",
+                restart(),
+            );
+        }
+        Err(e @ Error::SamlReplayCacheUnavailable) => return unavailable(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "SAML ACS: Response refused");
+            return invalid();
+        }
+    };
+    let saml = SamlSession::from_login(&login);
+    signed_in_at(&rp, now, SAML_LOGIN_COOKIE, return_to, |csrf| {
+        Session::new(login.doctor, None, None, csrf, now).with_saml(saml)
+    })
+    .await
+}
+
+/// GET or POST at the SLO URL's path: where the IdP answers the SP-initiated logout with
+/// its `LogoutResponse`. The local session ended before the browser went to the IdP, so
+/// nothing here acts on the message (it is not read): the browser goes to the landing page.
+async fn saml_slo(rp: web::Data<RelyingParty>) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, rp.config.landing_path.as_str()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
 }
 
 trait WithCookie {
@@ -867,7 +1220,254 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::local_path;
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::saml::tests::{idp, key_pair};
+    use crate::{MemorySessions, SamlSigningKey, SamlSpConfig};
+    use actix_web::App;
+    use actix_web::test as actix_test;
+
+    /// A SAML-only relying party for `https://sp.example`, and its sealer's key.
+    fn saml_rp() -> web::Data<RelyingParty> {
+        let (_, idp_cert) = key_pair("IdP");
+        let (key, cert) = key_pair("SP");
+        let config = SamlSpConfig::new("https://sp.example/saml", "https://sp.example/saml/acs")
+            .with_signing_key(SamlSigningKey::from_pem(&key, &cert).unwrap())
+            .with_slo_url("https://sp.example/saml/slo");
+        let sp = SamlServiceProvider::new(config, idp(&idp_cert)).unwrap();
+        web::Data::new(RelyingParty::new_saml(
+            sp,
+            Sealer::new(&[9; 32]),
+            Arc::new(MemorySessions::default()),
+            WebConfig::default(),
+        ))
+    }
+
+    fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+        url.split_once('?')?
+            .1
+            .split('&')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    #[actix_web::test]
+    async fn saml_routes_without_oidc() {
+        let rp = saml_rp();
+        let app = actix_test::init_service(
+            App::new()
+                .app_data(rp.clone())
+                .configure(|cfg| rp.routes(cfg)),
+        )
+        .await;
+
+        // The kit's login route starts the SAML login; an absolute return_to is dropped.
+        let res = actix_test::call_service(
+            &app,
+            actix_test::TestRequest::get()
+                .uri("/auth/login?return_to=https%3A%2F%2Fevil.example%2F")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let to = res
+            .headers()
+            .get(header::LOCATION)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            to.starts_with("https://idp.example/saml/sso?SAMLRequest="),
+            "{to}"
+        );
+        assert!(query_param(&to, "Signature").is_some());
+        let relay_state = query_param(&to, "RelayState").unwrap();
+        assert_eq!(relay_state.len(), 43);
+        let cookie = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == "__Host-hpki-saml-login")
+            .unwrap();
+        assert_eq!(cookie.same_site(), Some(SameSite::None));
+        assert_eq!(cookie.secure(), Some(true));
+        assert_eq!(cookie.http_only(), Some(true));
+        let sealed: SamlLoginCookie = rp
+            .sealer
+            .open(cookie.name(), cookie.value(), OffsetDateTime::now_utc())
+            .unwrap();
+        assert_eq!(sealed.return_to, "/");
+        assert_eq!(sealed.pending.relay_state.as_deref(), Some(relay_state));
+        // The sealed SAML login does not open as the OIDC login cookie.
+        assert!(
+            rp.sealer
+                .open::<SamlLoginCookie>(
+                    "__Host-hpki-login",
+                    cookie.value(),
+                    OffsetDateTime::now_utc()
+                )
+                .is_none()
+        );
+
+        // A local return_to is kept.
+        let res = actix_test::call_service(
+            &app,
+            actix_test::TestRequest::get()
+                .uri("/saml/login?return_to=%2Fchart%3Fid%3D7")
+                .to_request(),
+        )
+        .await;
+        let cookie = res
+            .response()
+            .cookies()
+            .find(|c| c.name() == "__Host-hpki-saml-login")
+            .unwrap()
+            .into_owned();
+        let sealed: SamlLoginCookie = rp
+            .sealer
+            .open(cookie.name(), cookie.value(), OffsetDateTime::now_utc())
+            .unwrap();
+        assert_eq!(sealed.return_to, "/chart?id=7");
+
+        // Metadata.
+        let res = actix_test::call_service(
+            &app,
+            actix_test::TestRequest::get()
+                .uri("/saml/metadata")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/samlmetadata+xml"
+        );
+
+        // No OIDC routes.
+        for (method, path) in [
+            (actix_web::http::Method::GET, "/auth/callback"),
+            (actix_web::http::Method::POST, "/auth/backchannel-logout"),
+        ] {
+            let res = actix_test::call_service(
+                &app,
+                actix_test::TestRequest::default()
+                    .method(method)
+                    .uri(path)
+                    .to_request(),
+            )
+            .await;
+            assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+
+        // The ACS: no login cookie; a Response that does not validate leaves the login
+        // cookie in place; a RelayState other than the one sent.
+        let acs = |cookie: Option<&Cookie<'static>>, form: &str| {
+            let mut req = actix_test::TestRequest::post()
+                .uri("/saml/acs")
+                .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+                .set_payload(form.to_owned());
+            if let Some(c) = cookie {
+                req = req.cookie(c.clone());
+            }
+            req.to_request()
+        };
+        let reason_of = |body: &[u8]| {
+            let body = std::str::from_utf8(body).unwrap().to_owned();
+            body.split("data-reason=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_owned)
+        };
+        let form = format!(
+            "SAMLResponse=PHg%2B&RelayState={}",
+            sealed.pending.relay_state.as_deref().unwrap()
+        );
+        let res = actix_test::call_service(&app, acs(None, &form)).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            reason_of(&actix_test::read_body(res).await).as_deref(),
+            Some("login_expired")
+        );
+        let res = actix_test::call_service(&app, acs(Some(&cookie), &form)).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert!(res.response().cookies().next().is_none());
+        assert_eq!(
+            reason_of(&actix_test::read_body(res).await).as_deref(),
+            Some("login_invalid")
+        );
+        for form in [
+            "SAMLResponse=PHg%2B&RelayState=other".to_owned(),
+            "SAMLResponse=PHg%2B".to_owned(),
+            format!("{form}&SAMLResponse=PHg%2B"),
+            format!("{form}&RelayState=x"),
+        ] {
+            let res = actix_test::call_service(&app, acs(Some(&cookie), &form)).await;
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{form}");
+            assert_eq!(
+                reason_of(&actix_test::read_body(res).await).as_deref(),
+                Some("login_invalid"),
+                "{form}"
+            );
+        }
+        let huge = format!("SAMLResponse={}", "A".repeat(2 * 1024 * 1024));
+        let res = actix_test::call_service(&app, acs(Some(&cookie), &huge)).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+        // The IdP's LogoutResponse lands on the landing page.
+        let res = actix_test::call_service(
+            &app,
+            actix_test::TestRequest::get()
+                .uri("/saml/slo?SAMLResponse=x")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        assert_eq!(res.headers().get(header::LOCATION).unwrap(), "/");
+    }
+
+    #[actix_web::test]
+    async fn a_saml_session_ends_at_session_not_on_or_after() {
+        let rp = saml_rp();
+        let now = OffsetDateTime::now_utc();
+        let session = |id: &str, end: OffsetDateTime| {
+            let doctor = Doctor::from_claims(
+                openidconnect::SubjectIdentifier::new(id.into()),
+                &crate::Claims::new(),
+                None,
+                Vec::new(),
+                None,
+            );
+            Session::new(doctor, None, None, "csrf".into(), now).with_saml(SamlSession {
+                name_id: crate::SamlNameId {
+                    value: id.into(),
+                    format: None,
+                    name_qualifier: None,
+                    sp_name_qualifier: None,
+                },
+                session_index: Some("i".into()),
+                not_on_or_after: Some(end),
+                idp_entity_id: "https://idp.example/saml/metadata".into(),
+            })
+        };
+        let (live, ended) = ("L".repeat(43), "E".repeat(43));
+        rp.sessions
+            .insert(&live, session("live", now + time::Duration::minutes(5)))
+            .await
+            .unwrap();
+        rp.sessions
+            .insert(&ended, session("ended", now - time::Duration::seconds(1)))
+            .await
+            .unwrap();
+        let request = |id: &str| {
+            actix_test::TestRequest::get()
+                .cookie(Cookie::new("__Host-hpki-session", id.to_owned()))
+                .to_http_request()
+        };
+        let (_, found) = rp.session_of(&request(&live)).await.unwrap().unwrap();
+        assert!(found.saml.is_some());
+        assert!(rp.session_of(&request(&ended)).await.unwrap().is_none());
+        assert!(rp.sessions.get(&ended).await.unwrap().is_none());
+    }
 
     #[test]
     fn return_to_is_a_local_path_only() {

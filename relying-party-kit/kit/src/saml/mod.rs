@@ -815,4 +815,4 @@ pub(crate) fn claims_from_attributes(attributes: &[(String, Vec<String>)]) -> Cl
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -11,7 +11,7 @@ use openssl::x509::{X509, X509NameBuilder};
 use super::*;
 
 /// A new RSA key and self-signed certificate, PEM.
-fn key_pair(cn: &str) -> (String, String) {
+pub(crate) fn key_pair(cn: &str) -> (String, String) {
     let rsa = Rsa::generate(2048).unwrap();
     let key = PKey::from_rsa(rsa).unwrap();
     let mut name = X509NameBuilder::new().unwrap();
@@ -35,7 +35,7 @@ fn key_pair(cn: &str) -> (String, String) {
     )
 }
 
-fn idp(cert_pem: &str) -> SamlIdp {
+pub(crate) fn idp(cert_pem: &str) -> SamlIdp {
     SamlIdp::new(
         "https://idp.example/saml/metadata",
         "https://idp.example/saml/sso",
