@@ -86,14 +86,7 @@ async fn setup(config: SamlSpConfig, extra: &str) -> Fixture {
             ..Default::default()
         },
     );
-    let metadata = harness::client(pki, None)
-        .get(server.public("/saml/metadata"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metadata = harness::fetch_text(pki, &server.public("/saml/metadata")).await;
     let idp = SamlIdp::from_metadata(&metadata).expect("the IdP's metadata");
     assert_eq!(idp.entity_id(), server.public("/saml/metadata"));
     let clock = Arc::new(TestClock::default());

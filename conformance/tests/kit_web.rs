@@ -99,14 +99,7 @@ async fn setup() -> Fixture {
             ..Default::default()
         },
     );
-    let idp_metadata = harness::client(pki, None)
-        .get(idp.public("/saml/metadata"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let idp_metadata = harness::fetch_text(pki, &idp.public("/saml/metadata")).await;
     let sp = SamlServiceProvider::new(
         config.clone(),
         SamlIdp::from_metadata(&idp_metadata).unwrap(),

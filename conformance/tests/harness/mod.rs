@@ -898,3 +898,16 @@ pub async fn oidc_kit(
     .await
     .unwrap_or_else(|e| panic!("discovery failed: {e}\n{}", server.log()))
 }
+
+/// The body of a GET over TLS trusting the test CA (no card, no cookies).
+#[allow(dead_code)]
+pub async fn fetch_text(pki: &Pki, url: &str) -> String {
+    client(pki, None)
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

@@ -195,78 +195,110 @@ struct PageQuery {
     before: Option<i64>,
 }
 
-/// The page language: `?lang=` (remembered in a cookie), else the cookie, else Japanese.
-fn language(req: &HttpRequest, query: &PageQuery) -> (Lang, Option<Cookie<'static>>) {
-    let parse = |v: &str| match v {
-        "en" => Some(Lang::En),
-        "ja" => Some(Lang::Ja),
-        _ => None,
-    };
-    if let Some(lang) = query.lang.as_deref().and_then(parse) {
-        let cookie = Cookie::build(LANG_COOKIE, lang.code())
-            .path("/")
-            .secure(true)
-            .http_only(true)
-            .same_site(SameSite::Lax)
-            .max_age(actix_web::cookie::time::Duration::days(365))
-            .finish();
-        return (lang, Some(cookie));
-    }
-    let lang = req
-        .cookie(LANG_COOKIE)
-        .and_then(|c| parse(c.value()))
-        .unwrap_or(Lang::Ja);
-    (lang, None)
+/// What a page request carries besides the session: its query, its language (`?lang=`,
+/// remembered in a cookie, else the cookie, else Japanese) and that cookie when it is set
+/// now.
+struct Visit {
+    query: PageQuery,
+    lang: Lang,
+    cookie: Option<Cookie<'static>>,
 }
 
-fn html(body: String, cookie: Option<Cookie<'static>>) -> HttpResponse {
-    let mut response = HttpResponse::Ok();
-    response
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"));
-    if let Some(cookie) = cookie {
-        response.cookie(cookie);
+impl Visit {
+    fn of(req: &HttpRequest) -> Self {
+        let query = web::Query::<PageQuery>::from_query(req.query_string())
+            .map(web::Query::into_inner)
+            .unwrap_or_default();
+        let parse = |v: &str| match v {
+            "en" => Some(Lang::En),
+            "ja" => Some(Lang::Ja),
+            _ => None,
+        };
+        if let Some(lang) = query.lang.as_deref().and_then(parse) {
+            let cookie = Cookie::build(LANG_COOKIE, lang.code())
+                .path("/")
+                .secure(true)
+                .http_only(true)
+                .same_site(SameSite::Lax)
+                .max_age(actix_web::cookie::time::Duration::days(365))
+                .finish();
+            return Self {
+                query,
+                lang,
+                cookie: Some(cookie),
+            };
+        }
+        let lang = req
+            .cookie(LANG_COOKIE)
+            .and_then(|c| parse(c.value()))
+            .unwrap_or(Lang::Ja);
+        Self {
+            query,
+            lang,
+            cookie: None,
+        }
     }
-    response.body(body)
-}
 
-fn page_query(req: &HttpRequest) -> PageQuery {
-    web::Query::<PageQuery>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .unwrap_or_default()
+    fn frame<'a>(
+        &self,
+        section: Section,
+        path: &'a str,
+        signed_in: Option<&'a SignedIn>,
+    ) -> Frame<'a> {
+        Frame {
+            lang: self.lang,
+            section,
+            path,
+            csrf: signed_in.map(SignedIn::csrf_token),
+        }
+    }
+
+    /// The message a `?done=` after a change asks for.
+    fn done(&self) -> Option<&'static str> {
+        let l = self.lang;
+        match self.query.done.as_deref()? {
+            "saved" => Some(l.t(
+                "情報開示設定を保存しました。次回のログインから反映されます。",
+                "Your disclosure settings are saved. They apply from your next login.",
+            )),
+            "unchanged" => Some(l.t("変更はありませんでした。", "Nothing was changed.")),
+            "withdrawn" => Some(l.t("同意を取り消しました。", "The consent was withdrawn.")),
+            "none" => Some(l.t(
+                "取り消す同意はありませんでした。",
+                "There was no consent to withdraw.",
+            )),
+            _ => None,
+        }
+    }
+
+    fn page(self, body: String) -> HttpResponse {
+        let mut response = HttpResponse::Ok();
+        response
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-store"));
+        if let Some(cookie) = self.cookie {
+            response.cookie(cookie);
+        }
+        response.body(body)
+    }
 }
 
 async fn welcome(req: HttpRequest, doctor: Option<Doctor>) -> HttpResponse {
-    let query = page_query(&req);
-    let (lang, cookie) = language(&req, &query);
-    let frame = Frame {
-        lang,
-        section: Section::Home,
-        path: "/",
-        csrf: None,
-    };
-    html(view::welcome(&frame, doctor.as_ref()), cookie)
+    let visit = Visit::of(&req);
+    let body = view::welcome(&visit.frame(Section::Home, "/", None), doctor.as_ref());
+    visit.page(body)
 }
 
 async fn profile(req: HttpRequest, signed_in: SignedIn) -> HttpResponse {
-    let query = page_query(&req);
-    let (lang, cookie) = language(&req, &query);
-    let frame = Frame {
-        lang,
-        section: Section::Profile,
-        path: "/profile",
-        csrf: Some(signed_in.csrf_token()),
-    };
-    html(view::profile(&frame, signed_in.doctor()), cookie)
+    let visit = Visit::of(&req);
+    let frame = visit.frame(Section::Profile, "/profile", Some(&signed_in));
+    let body = view::profile(&frame, signed_in.doctor());
+    visit.page(body)
 }
 
 /// What an account API failure means for the doctor: log in again (the token is no
 /// longer valid), or a page saying the IdP could not be reached.
-fn api_failure(
-    e: Error,
-    frame: &Frame<'_>,
-    signed_in: &SignedIn,
-) -> Result<HttpResponse, WebError> {
+fn api_failure(e: Error, frame: &Frame<'_>) -> Result<HttpResponse, WebError> {
     match e {
         Error::Api { status: 401, .. } => {
             tracing::info!("the IdP no longer accepts the session's token");
@@ -279,7 +311,6 @@ fn api_failure(
         }
         e => {
             tracing::warn!(error = %e, "account API call failed");
-            let _ = signed_in;
             Ok(HttpResponse::ServiceUnavailable()
                 .content_type("text/html; charset=utf-8")
                 .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -292,42 +323,20 @@ fn api_failure(
     }
 }
 
-fn done_message(lang: Lang, done: Option<&str>) -> Option<&'static str> {
-    match done? {
-        "saved" => Some(lang.t(
-            "情報開示設定を保存しました。次回のログインから反映されます。",
-            "Your disclosure settings are saved. They apply from your next login.",
-        )),
-        "unchanged" => Some(lang.t("変更はありませんでした。", "Nothing was changed.")),
-        "withdrawn" => Some(lang.t("同意を取り消しました。", "The consent was withdrawn.")),
-        "none" => Some(lang.t(
-            "取り消す同意はありませんでした。",
-            "There was no consent to withdraw.",
-        )),
-        _ => None,
-    }
-}
-
 async fn settings(
     req: HttpRequest,
     mut signed_in: SignedIn,
     portal: web::Data<Portal>,
 ) -> Result<HttpResponse, WebError> {
-    let query = page_query(&req);
-    let (lang, cookie) = language(&req, &query);
+    let visit = Visit::of(&req);
     let token = signed_in.access_token().await?;
-    let frame = Frame {
-        lang,
-        section: Section::Settings,
-        path: "/settings",
-        csrf: Some(signed_in.csrf_token()),
-    };
+    let frame = visit.frame(Section::Settings, "/settings", Some(&signed_in));
     match portal.api.settings(&token).await {
-        Ok(s) => Ok(html(
-            view::settings(&frame, &s, done_message(lang, query.done.as_deref())),
-            cookie,
-        )),
-        Err(e) => api_failure(e, &frame, &signed_in),
+        Ok(s) => {
+            let body = view::settings(&frame, &s, visit.done());
+            Ok(visit.page(body))
+        }
+        Err(e) => api_failure(e, &frame),
     }
 }
 
@@ -349,17 +358,12 @@ async fn save_settings(
         }
     }
     signed_in.check_csrf(csrf.as_deref().unwrap_or_default())?;
-    let (lang, _) = language(&req, &PageQuery::default());
+    let visit = Visit::of(&req);
     let token = signed_in.access_token().await?;
-    let frame = Frame {
-        lang,
-        section: Section::Settings,
-        path: "/settings",
-        csrf: Some(signed_in.csrf_token()),
-    };
+    let frame = visit.frame(Section::Settings, "/settings", Some(&signed_in));
     let current = match portal.api.settings(&token).await {
         Ok(s) => s,
-        Err(e) => return api_failure(e, &frame, &signed_in),
+        Err(e) => return api_failure(e, &frame),
     };
     // An unticked checkbox is absent from the form: every pair the page showed is decided.
     let changes: Vec<Setting> = current
@@ -375,7 +379,7 @@ async fn save_settings(
     }
     match portal.api.change_settings(&token, &changes).await {
         Ok(_) => Ok(see_other("/settings?done=saved")),
-        Err(e) => api_failure(e, &frame, &signed_in),
+        Err(e) => api_failure(e, &frame),
     }
 }
 
@@ -391,21 +395,15 @@ async fn consents(
     mut signed_in: SignedIn,
     portal: web::Data<Portal>,
 ) -> Result<HttpResponse, WebError> {
-    let query = page_query(&req);
-    let (lang, cookie) = language(&req, &query);
+    let visit = Visit::of(&req);
     let token = signed_in.access_token().await?;
-    let frame = Frame {
-        lang,
-        section: Section::Consents,
-        path: "/consents",
-        csrf: Some(signed_in.csrf_token()),
-    };
+    let frame = visit.frame(Section::Consents, "/consents", Some(&signed_in));
     match portal.api.consents(&token).await {
-        Ok(list) => Ok(html(
-            view::consents(&frame, &list, done_message(lang, query.done.as_deref())),
-            cookie,
-        )),
-        Err(e) => api_failure(e, &frame, &signed_in),
+        Ok(list) => {
+            let body = view::consents(&frame, &list, visit.done());
+            Ok(visit.page(body))
+        }
+        Err(e) => api_failure(e, &frame),
     }
 }
 
@@ -422,14 +420,9 @@ async fn withdraw(
     form: web::Form<WithdrawForm>,
 ) -> Result<HttpResponse, WebError> {
     signed_in.check_csrf(&form.csrf)?;
-    let (lang, _) = language(&req, &PageQuery::default());
+    let visit = Visit::of(&req);
     let token = signed_in.access_token().await?;
-    let frame = Frame {
-        lang,
-        section: Section::Consents,
-        path: "/consents",
-        csrf: Some(signed_in.csrf_token()),
-    };
+    let frame = visit.frame(Section::Consents, "/consents", Some(&signed_in));
     match portal
         .api
         .withdraw_consent(&token, &form.relying_party)
@@ -437,7 +430,7 @@ async fn withdraw(
     {
         Ok(true) => Ok(see_other("/consents?done=withdrawn")),
         Ok(false) => Ok(see_other("/consents?done=none")),
-        Err(e) => api_failure(e, &frame, &signed_in),
+        Err(e) => api_failure(e, &frame),
     }
 }
 
@@ -449,22 +442,16 @@ async fn history(
     mut signed_in: SignedIn,
     portal: web::Data<Portal>,
 ) -> Result<HttpResponse, WebError> {
-    let query = page_query(&req);
-    let (lang, cookie) = language(&req, &query);
+    let visit = Visit::of(&req);
     let token = signed_in.access_token().await?;
-    let frame = Frame {
-        lang,
-        section: Section::History,
-        path: "/history",
-        csrf: Some(signed_in.csrf_token()),
-    };
+    let frame = visit.frame(Section::History, "/history", Some(&signed_in));
     let page = match portal
         .api
-        .disclosures(&token, query.before, HISTORY_PAGE)
+        .disclosures(&token, visit.query.before, HISTORY_PAGE)
         .await
     {
         Ok(page) => page,
-        Err(e) => return api_failure(e, &frame, &signed_in),
+        Err(e) => return api_failure(e, &frame),
     };
     // Service names from the consents where the doctor has one; the ID otherwise.
     let names: std::collections::HashMap<String, String> = portal
@@ -478,8 +465,6 @@ async fn history(
         })
         .unwrap_or_default();
     let name_of = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_owned());
-    Ok(html(
-        view::history(&frame, &page.entries, &name_of, page.next_before),
-        cookie,
-    ))
+    let body = view::history(&frame, &page.entries, &name_of, page.next_before);
+    Ok(visit.page(body))
 }

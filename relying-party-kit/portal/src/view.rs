@@ -468,25 +468,24 @@ pub fn consents(frame: &Frame<'_>, consents: &[Consent], message: Option<&str>) 
         )
     );
     if consents.is_empty() {
-        let _ = write!(
-            out,
-            "<p data-empty=\"consents\">{}</p>",
+        out.push_str(&empty(
+            "consents",
             l.t(
                 "同意しているサービスはありません。",
-                "You have not consented to any service."
-            )
-        );
+                "You have not consented to any service.",
+            ),
+        ));
         return layout(frame, l.t("同意の管理", "Consents"), &out);
     }
-    let _ = write!(
-        out,
-        "<table><caption>{}</caption><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
+    out.push_str(&table_head(
         l.t("同意しているサービス", "Services you consented to"),
-        l.t("サービス", "Service"),
-        l.t("提供する情報", "Information released"),
-        l.t("同意した日時", "Consented at"),
-        l.t("操作", "Action"),
-    );
+        &[
+            l.t("サービス", "Service"),
+            l.t("提供する情報", "Information released"),
+            l.t("同意した日時", "Consented at"),
+            l.t("操作", "Action"),
+        ],
+    ));
     for c in consents {
         let _ = write!(
             out,
@@ -541,22 +540,18 @@ pub fn history(
         )
     );
     if entries.is_empty() {
-        let _ = write!(
-            out,
-            "<p data-empty=\"history\">{}</p>",
-            l.t("記録はありません。", "No records.")
-        );
+        out.push_str(&empty("history", l.t("記録はありません。", "No records.")));
         return layout(frame, l.t("開示履歴", "Disclosure history"), &out);
     }
-    let _ = write!(
-        out,
-        "<table><caption>{}</caption><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
+    out.push_str(&table_head(
         l.t("開示の記録", "Disclosure records"),
-        l.t("日時", "When"),
-        l.t("できごと", "Event"),
-        l.t("サービス", "Service"),
-        l.t("項目", "Items"),
-    );
+        &[
+            l.t("日時", "When"),
+            l.t("できごと", "Event"),
+            l.t("サービス", "Service"),
+            l.t("項目", "Items"),
+        ],
+    ));
     for e in entries {
         let claims: Vec<String> = e
             .detail
@@ -590,6 +585,21 @@ pub fn history(
         );
     }
     layout(frame, l.t("開示履歴", "Disclosure history"), &out)
+}
+
+/// The start of a table with a caption and column headers, up to `<tbody>`.
+fn table_head(caption: &str, columns: &[&str]) -> String {
+    let mut out = format!("<table><caption>{}</caption><thead><tr>", escape(caption));
+    for c in columns {
+        let _ = write!(out, "<th scope=\"col\">{}</th>", escape(c));
+    }
+    out.push_str("</tr></thead><tbody>");
+    out
+}
+
+/// What a list page says when there is nothing to list.
+fn empty(what: &str, text: &str) -> String {
+    format!("<p data-empty=\"{what}\">{}</p>", escape(text))
 }
 
 /// A page for a failure of the IdP's API.
