@@ -311,7 +311,27 @@ async fn disclosures(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
             let next_before = (entries.len() == limit)
                 .then(|| entries.last().map(|e| e.seq))
                 .flatten();
-            ok_json(&json!({"entries": entries, "next_before": next_before}))
+            // Each relying party's display name, looked up once per page.
+            let mut names = std::collections::HashMap::new();
+            let mut out = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let name = match &entry.relying_party {
+                    Some(id) => {
+                        if !names.contains_key(id) {
+                            let (name, _) = relying_party_name(&state, id).await;
+                            names.insert(id.clone(), name);
+                        }
+                        names.get(id).cloned()
+                    }
+                    None => None,
+                };
+                let mut value = serde_json::to_value(&entry).unwrap_or_default();
+                if let (Some(name), serde_json::Value::Object(map)) = (name, &mut value) {
+                    map.insert("relying_party_name".into(), json!(name));
+                }
+                out.push(value);
+            }
+            ok_json(&json!({"entries": out, "next_before": next_before}))
         }
         Err(e) => unavailable(&e),
     }

@@ -94,6 +94,9 @@ pub struct DisclosureEntry {
     pub actor: Option<String>,
     #[serde(default)]
     pub relying_party: Option<String>,
+    /// The relying party's display name, as the IdP knows it.
+    #[serde(default)]
+    pub relying_party_name: Option<String>,
     /// The event's details (claim names, never values; no session IDs).
     #[serde(default)]
     pub detail: serde_json::Value,

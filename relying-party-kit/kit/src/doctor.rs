@@ -4,6 +4,7 @@
 use idp_vocabulary::claim;
 use idp_vocabulary::hpki::HcRole;
 use openidconnect::{AuthenticationContextClass, AuthenticationMethodReference, SubjectIdentifier};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -12,7 +13,7 @@ use crate::Error;
 use crate::client::{Claims, Login, UserInfo, VerifiedIdToken};
 
 /// A name with its Japanese script variants (OIDC Core §5.2 language tags).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct JapaneseName {
     /// The untagged value (Latin letters when the IdP has them, else kanji).
@@ -47,7 +48,7 @@ impl JapaneseName {
 }
 
 /// The medical associations a doctor belongs to (`medical_association`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct MedicalAssociation {
     /// The prefectural association (e.g. 岡山県医師会).
@@ -58,13 +59,15 @@ pub struct MedicalAssociation {
 
 /// The HPKI card certificate that authenticated the login, as the IdP vouches for it in
 /// `verified_claims` (OpenID Connect for Identity Assurance: trust framework `jp_hpki`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CardCertificate {
     /// The issuing certification authority.
     pub issuer: Option<String>,
     pub serial_number: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub not_before: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub not_after: Option<OffsetDateTime>,
 }
 
@@ -97,7 +100,7 @@ pub const TRUST_FRAMEWORK_HPKI: &str = "jp_hpki";
 
 /// The doctor a relying party's handler works with. Only built from a validated login
 /// (and, optionally, userinfo claims checked against the same subject).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Doctor {
     /// `sub` (pairwise: the same doctor has another subject at another sector).
@@ -111,6 +114,7 @@ pub struct Doctor {
     pub hpki_issuer: Option<String>,
     pub acr: Option<AuthenticationContextClass>,
     pub amr: Vec<AuthenticationMethodReference>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub auth_time: Option<OffsetDateTime>,
     /// `email` (scope `email`).
     pub email: Option<String>,

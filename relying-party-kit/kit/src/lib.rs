@@ -20,6 +20,8 @@ mod client;
 mod doctor;
 mod error;
 mod http;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod saml;
 mod seal;
 mod sessions;
@@ -36,6 +38,8 @@ pub use client::{
 pub use doctor::{CardCertificate, Doctor, JapaneseName, MedicalAssociation, TRUST_FRAMEWORK_HPKI};
 pub use error::Error;
 pub use http::{HttpClient, HttpClientBuilder, HttpError, MAX_BODY_BYTES};
+#[cfg(feature = "redis")]
+pub use redis_store::{DEFAULT_SESSION_LIFETIME, RedisSessions};
 pub use saml::{
     Clock, MAX_METADATA_BYTES, MAX_RELAY_STATE, MemoryReplayCache, ReplayCache, ReplayVerdict,
     SAML_MAX_DEPTH, SAML_MAX_ELEMENTS, SamlAuthnOptions, SamlIdp, SamlLogin, SamlNameId,
@@ -59,3 +63,6 @@ pub use openidconnect::{
     PostLogoutRedirectUrl, RedirectUrl, RefreshToken, Scope, SignatureVerificationError,
     SubjectIdentifier,
 };
+/// The redis client [`RedisSessions::from_connection`] takes a connection of.
+#[cfg(feature = "redis")]
+pub use redis;

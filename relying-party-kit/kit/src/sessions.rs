@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::Mutex;
 
 use openidconnect::{AccessToken, RefreshToken};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::client::{IdTokenHint, LogoutNotice};
@@ -19,11 +20,12 @@ pub const MAX_MEMORY_SESSIONS: usize = 100_000;
 
 /// The tokens of an OpenID Connect login, kept to call the IdP's APIs for the doctor and
 /// to send `id_token_hint` at logout.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct OidcTokens {
     pub access_token: AccessToken,
     pub refresh_token: Option<RefreshToken>,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     pub id_token: IdTokenHint,
 }
@@ -38,13 +40,14 @@ impl fmt::Debug for OidcTokens {
 
 /// What a SAML login leaves in its session: the NameID and SessionIndex an SP-initiated
 /// `LogoutRequest` names, and the end the IdP set for the session.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SamlSession {
     pub name_id: SamlNameId,
     /// `SessionIndex` of the `AuthnStatement`.
     pub session_index: Option<String>,
     /// `SessionNotOnOrAfter`: the session ends then, whatever the kit's own timeouts say.
+    #[serde(with = "time::serde::rfc3339::option")]
     pub not_on_or_after: Option<OffsetDateTime>,
     pub idp_entity_id: String,
 }
@@ -61,7 +64,7 @@ impl SamlSession {
 }
 
 /// One signed-in browser.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Session {
     pub doctor: Doctor,
@@ -73,7 +76,9 @@ pub struct Session {
     pub saml: Option<SamlSession>,
     /// The anti-CSRF token the app puts into its forms ([`crate::web::SignedIn::csrf_token`]).
     pub csrf: String,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
 }
 

@@ -453,18 +453,6 @@ async fn history(
         Ok(page) => page,
         Err(e) => return api_failure(e, &frame),
     };
-    // Service names from the consents where the doctor has one; the ID otherwise.
-    let names: std::collections::HashMap<String, String> = portal
-        .api
-        .consents(&token)
-        .await
-        .map(|list| {
-            list.into_iter()
-                .map(|c| (c.relying_party, c.name))
-                .collect()
-        })
-        .unwrap_or_default();
-    let name_of = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_owned());
-    let body = view::history(&frame, &page.entries, &name_of, page.next_before);
+    let body = view::history(&frame, &page.entries, page.next_before);
     Ok(visit.page(body))
 }

@@ -525,12 +525,7 @@ fn event_label(l: Lang, kind: &str) -> String {
 }
 
 /// 開示履歴: the doctor's own audit records, newest first, paged.
-pub fn history(
-    frame: &Frame<'_>,
-    entries: &[DisclosureEntry],
-    names: &dyn Fn(&str) -> String,
-    next_before: Option<i64>,
-) -> String {
+pub fn history(frame: &Frame<'_>, entries: &[DisclosureEntry], next_before: Option<i64>) -> String {
     let l = frame.lang;
     let mut out = format!(
         "<p>{}</p>",
@@ -563,7 +558,11 @@ pub fn history(
                     .collect()
             })
             .unwrap_or_default();
-        let service = e.relying_party.as_deref().map(names).unwrap_or_default();
+        let service = e
+            .relying_party_name
+            .as_deref()
+            .or(e.relying_party.as_deref())
+            .unwrap_or_default();
         let _ = write!(
             out,
             "<tr data-kind=\"{kind}\" data-relying-party=\"{rp}\"><td>{at}</td><td>{event}</td><td>{service}</td><td>{claims}</td></tr>",
@@ -571,7 +570,7 @@ pub fn history(
             rp = escape(e.relying_party.as_deref().unwrap_or_default()),
             at = escape(&rfc3339_display(&e.at)),
             event = escape(&event_label(l, &e.kind)),
-            service = escape(&service),
+            service = escape(service),
             claims = escape(&claim_labels(l, &claims)),
         );
     }
