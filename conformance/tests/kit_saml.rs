@@ -197,6 +197,7 @@ async fn a_card_login_gives_the_doctor_and_the_same_subject_again() {
     let first = fx
         .sp
         .finish(Some(&pending), &response)
+        .await
         .unwrap_or_else(|e| panic!("{e}\n{}", decode(&response)));
     assert_eq!(
         first.in_response_to.as_deref(),
@@ -206,14 +207,14 @@ async fn a_card_login_gives_the_doctor_and_the_same_subject_again() {
 
     // A second login: the persistent pairwise NameID is stable.
     let (pending, response) = login(&fx.server, &fx.sp).await;
-    let second = fx.sp.finish(Some(&pending), &response).unwrap();
+    let second = fx.sp.finish(Some(&pending), &response).await.unwrap();
     assert_eq!(second.name_id, first.name_id);
     assert_ne!(second.assertion_id, first.assertion_id);
 
     // The SP whose Responses are unsigned around a signed assertion works too.
     let (pending, response) = login(&fx.server, &fx.other).await;
     assert_eq!(decode(&response).matches("<ds:Signature ").count(), 1);
-    let other = fx.other.finish(Some(&pending), &response).unwrap();
+    let other = fx.other.finish(Some(&pending), &response).await.unwrap();
     assert_good(&other, &fx.server);
     assert_ne!(other.name_id.value, first.name_id.value, "pairwise per SP");
 }
@@ -225,7 +226,11 @@ async fn a_tampered_attribute_or_name_id_is_refused() {
     let xml = decode(&response);
     assert!(xml.contains("Medical Doctor"));
     let role = xml.replace("Medical Doctor", "Director of Hospital");
-    let err = fx.sp.finish(Some(&pending), &encode(&role)).unwrap_err();
+    let err = fx
+        .sp
+        .finish(Some(&pending), &encode(&role))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::SamlSignature), "{err}");
     let (start, _) = element(&xml, "saml:NameID");
     let value_at = start + xml[start..].find('>').unwrap() + 1;
@@ -233,18 +238,22 @@ async fn a_tampered_attribute_or_name_id_is_refused() {
     let first = name_id.as_bytes()[value_at];
     let replacement = if first == b'a' { "b" } else { "a" };
     name_id.replace_range(value_at..value_at + 1, replacement);
-    let err = fx.sp.finish(Some(&pending), &encode(&name_id)).unwrap_err();
+    let err = fx
+        .sp
+        .finish(Some(&pending), &encode(&name_id))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::SamlSignature), "{err}");
     // The genuine response still passes (the refusals left nothing behind).
-    fx.sp.finish(Some(&pending), &response).unwrap();
+    fx.sp.finish(Some(&pending), &response).await.unwrap();
 }
 
 #[tokio::test]
 async fn the_same_response_twice_is_a_replay() {
     let fx = fixture().await;
     let (pending, response) = login(&fx.server, &fx.sp).await;
-    fx.sp.finish(Some(&pending), &response).unwrap();
-    let err = fx.sp.finish(Some(&pending), &response).unwrap_err();
+    fx.sp.finish(Some(&pending), &response).await.unwrap();
+    let err = fx.sp.finish(Some(&pending), &response).await.unwrap_err();
     assert!(matches!(err, Error::SamlReplay), "{err}");
 }
 
@@ -253,10 +262,14 @@ async fn a_response_for_another_sp_is_refused() {
     let fx = fixture().await;
     let (other_pending, response) = login(&fx.server, &fx.other).await;
     let (_, pending) = fx.sp.begin(&SamlAuthnOptions::default()).unwrap();
-    let err = fx.sp.finish(Some(&pending), &response).unwrap_err();
+    let err = fx.sp.finish(Some(&pending), &response).await.unwrap_err();
     assert!(matches!(err, Error::SamlDestination), "{err}");
     // Even with the other SP's pending login (an attacker relaying both): refused.
-    let err = fx.sp.finish(Some(&other_pending), &response).unwrap_err();
+    let err = fx
+        .sp
+        .finish(Some(&other_pending), &response)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::SamlDestination), "{err}");
     // An SP that shares our ACS URL but not our entity ID: the audience stops it.
     let same_acs = SamlServiceProvider::new(
@@ -266,6 +279,7 @@ async fn a_response_for_another_sp_is_refused() {
     .unwrap();
     let err = same_acs
         .finish(Some(&other_pending), &response)
+        .await
         .unwrap_err();
     assert!(matches!(err, Error::SamlAudience), "{err}");
 }
@@ -276,11 +290,11 @@ async fn an_expired_response_is_refused() {
     let (pending, response) = login(&fx.server, &fx.sp).await;
     // The IdP's assertions live 5 minutes; 10 minutes later is past that and the skew.
     fx.clock.advance(time::Duration::minutes(10));
-    let err = fx.sp.finish(Some(&pending), &response).unwrap_err();
+    let err = fx.sp.finish(Some(&pending), &response).await.unwrap_err();
     assert!(matches!(err, Error::SamlExpired), "{err}");
     // And a login request older than max_login_age is refused on its own.
     fx.clock.advance(time::Duration::hours(2));
-    let err = fx.sp.finish(Some(&pending), &response).unwrap_err();
+    let err = fx.sp.finish(Some(&pending), &response).await.unwrap_err();
     assert!(matches!(err, Error::SamlLoginExpired), "{err}");
 }
 
@@ -292,6 +306,7 @@ async fn a_response_to_another_request_is_refused() {
     let err = fx
         .sp
         .finish(Some(&pending_elsewhere), &answered)
+        .await
         .unwrap_err();
     assert!(matches!(err, Error::SamlInResponseTo), "{err}");
 }
@@ -304,7 +319,11 @@ async fn removed_signatures_are_refused() {
     assert_eq!(xml.matches("<ds:Signature ").count(), 2, "{xml}");
     // Both signatures gone.
     let none = remove_first(&remove_first(&xml, "ds:Signature"), "ds:Signature");
-    let err = fx.sp.finish(Some(&pending), &encode(&none)).unwrap_err();
+    let err = fx
+        .sp
+        .finish(Some(&pending), &encode(&none))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::SamlUnsigned), "{err}");
     // Only the assertion's (the Response's signature stays and still names the Response).
     let (a_start, _) = element(&xml, "saml:Assertion");
@@ -316,6 +335,7 @@ async fn removed_signatures_are_refused() {
     let err = fx
         .sp
         .finish(Some(&pending), &encode(&no_assertion_sig))
+        .await
         .unwrap_err();
     assert!(matches!(err, Error::SamlUnsigned), "{err}");
     // Only the Response's: the assertion is still signed, and its signature verifies.
@@ -323,6 +343,7 @@ async fn removed_signatures_are_refused() {
     let login = fx
         .sp
         .finish(Some(&pending), &encode(&no_response_sig))
+        .await
         .expect("a signed assertion in an unsigned Response is the other accepted form");
     assert!(login.doctor.is_medical_doctor());
 }
@@ -382,7 +403,11 @@ async fn signature_wrapping_is_refused() {
         ),
     ];
     for (i, wrapped) in variants.iter().enumerate() {
-        let err = fx.sp.finish(Some(&pending), &encode(wrapped)).unwrap_err();
+        let err = fx
+            .sp
+            .finish(Some(&pending), &encode(wrapped))
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -395,7 +420,7 @@ async fn signature_wrapping_is_refused() {
         );
     }
     // None of them consumed the genuine assertion.
-    fx.sp.finish(Some(&pending), &response).unwrap();
+    fx.sp.finish(Some(&pending), &response).await.unwrap();
 }
 
 #[tokio::test]
@@ -406,11 +431,11 @@ async fn an_unsolicited_response_is_refused_unless_allowed() {
         .public(&format!("/saml/idp-initiated?sp={}", url_encode(SP)));
     let response = posted_response(&fx.server, &url).await;
     assert!(!decode(&response).contains("InResponseTo"));
-    let err = fx.sp.finish(None, &response).unwrap_err();
+    let err = fx.sp.finish(None, &response).await.unwrap_err();
     assert!(matches!(err, Error::SamlUnsolicited), "{err}");
     // With a login pending in this browser, it is not the answer to it either.
     let (_, pending) = fx.sp.begin(&SamlAuthnOptions::default()).unwrap();
-    let err = fx.sp.finish(Some(&pending), &response).unwrap_err();
+    let err = fx.sp.finish(Some(&pending), &response).await.unwrap_err();
     assert!(matches!(err, Error::SamlInResponseTo), "{err}");
     // An SP that explicitly allows IdP-initiated login accepts it, once.
     let allowing = SamlServiceProvider::new(
@@ -418,14 +443,14 @@ async fn an_unsolicited_response_is_refused_unless_allowed() {
         fx.sp.idp().clone(),
     )
     .unwrap();
-    let login = allowing.finish(None, &response).unwrap();
+    let login = allowing.finish(None, &response).await.unwrap();
     assert_eq!(login.in_response_to, None);
     assert_good(&login, &fx.server);
-    let err = allowing.finish(None, &response).unwrap_err();
+    let err = allowing.finish(None, &response).await.unwrap_err();
     assert!(matches!(err, Error::SamlReplay), "{err}");
     // A solicited response is not accepted as unsolicited.
     let (_, solicited) = login_pair(&fx).await;
-    let err = allowing.finish(None, &solicited).unwrap_err();
+    let err = allowing.finish(None, &solicited).await.unwrap_err();
     assert!(matches!(err, Error::SamlUnsolicited), "{err}");
 }
 
@@ -466,7 +491,7 @@ async fn sp_initiated_logout_ends_the_idp_session() {
         other => panic!("{other:?}"),
     };
     let response = between(&page, "name=\"SAMLResponse\" value=\"", "\"");
-    let login = fx.sp.finish(Some(&pending), response).unwrap();
+    let login = fx.sp.finish(Some(&pending), response).await.unwrap();
     // While the IdP session lives, another login is answered at once.
     let (url, _) = fx.sp.begin(&SamlAuthnOptions::default()).unwrap();
     let direct = browser.get(url.as_str()).await;

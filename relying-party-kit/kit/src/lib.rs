@@ -39,7 +39,7 @@ pub use doctor::{CardCertificate, Doctor, JapaneseName, MedicalAssociation, TRUS
 pub use error::Error;
 pub use http::{HttpClient, HttpClientBuilder, HttpError, MAX_BODY_BYTES};
 #[cfg(feature = "redis")]
-pub use redis_store::{DEFAULT_SESSION_LIFETIME, RedisSessions};
+pub use redis_store::{DEFAULT_SESSION_LIFETIME, RedisReplayCache, RedisSessions};
 pub use saml::{
     Clock, MAX_METADATA_BYTES, MAX_RELAY_STATE, MemoryReplayCache, ReplayCache, ReplayVerdict,
     SAML_MAX_DEPTH, SAML_MAX_ELEMENTS, SamlAuthnOptions, SamlIdp, SamlLogin, SamlNameId,

@@ -361,3 +361,72 @@ impl SessionStore for RedisSessions {
         Ok(0)
     }
 }
+
+/// A SAML [`ReplayCache`](crate::ReplayCache) on Redis: an assertion accepted by one
+/// process is refused by every other. Each assertion is `SET P:assertion:{hex(SHA-256)}
+/// NX PXAT` until it could no longer be accepted; any Redis failure refuses the response
+/// ([`ReplayVerdict::Unavailable`](crate::ReplayVerdict::Unavailable)).
+#[derive(Clone)]
+pub struct RedisReplayCache {
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+impl fmt::Debug for RedisReplayCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisReplayCache")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisReplayCache {
+    /// The cache on the connection of a [`RedisSessions`] (or any other), under
+    /// `key_prefix`.
+    pub fn from_connection(connection: ConnectionManager, key_prefix: &str) -> Self {
+        Self {
+            connection,
+            prefix: key_prefix.to_owned(),
+        }
+    }
+
+    /// The cache on the same Redis and prefix as `sessions`.
+    pub fn beside(sessions: &RedisSessions) -> Self {
+        Self::from_connection(sessions.connection.clone(), &sessions.prefix)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ReplayCache for RedisReplayCache {
+    async fn check_and_remember(
+        &self,
+        id: &str,
+        keep_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> crate::ReplayVerdict {
+        use crate::ReplayVerdict;
+        if keep_until <= now {
+            // Nothing to remember: validation refuses such an assertion anyway.
+            return ReplayVerdict::Replayed;
+        }
+        let at_millis = keep_until.unix_timestamp_nanos() / 1_000_000;
+        let key = format!("{}:assertion:{}", self.prefix, hash(id));
+        let mut connection = self.connection.clone();
+        let set: Result<Option<String>, RedisError> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(i64::try_from(at_millis).unwrap_or(i64::MAX))
+            .query_async(&mut connection)
+            .await;
+        match set {
+            Ok(Some(_)) => ReplayVerdict::Fresh,
+            Ok(None) => ReplayVerdict::Replayed,
+            Err(e) => {
+                tracing::warn!(kind = ?e.kind(), error = %e, "redis replay cache failed");
+                ReplayVerdict::Unavailable
+            }
+        }
+    }
+}

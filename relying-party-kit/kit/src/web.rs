@@ -1097,7 +1097,7 @@ async fn saml_acs(
             .with_cookie(rp.removal(SAML_LOGIN_COOKIE));
         }
     };
-    let login = match sp.finish(pending.as_ref(), response) {
+    let login = match sp.finish(pending.as_ref(), response).await {
         Ok(login) => login,
         Err(Error::SamlStatus { codes }) => {
             tracing::info!(?codes, "the IdP refused the SAML login");

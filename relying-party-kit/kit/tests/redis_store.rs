@@ -14,7 +14,8 @@ use fake_op::{Announce, CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TestKey};
 use hpki_rp_kit::redis::AsyncCommands as _;
 use hpki_rp_kit::{
     ClientAuth, ClientId, ClientSecret, Doctor, Error, HttpClient, IssuerUrl, LogoutNotice,
-    OidcClient, OidcTokens, RedirectUrl, RedisSessions, SamlSession, Session, SessionStore,
+    OidcClient, OidcTokens, RedirectUrl, RedisReplayCache, RedisSessions, ReplayCache,
+    ReplayVerdict, SamlSession, Session, SessionStore,
 };
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -481,6 +482,7 @@ async fn an_unreachable_redis_is_an_error_never_a_session() {
     relayed.set_host(Some("127.0.0.1")).expect("host");
     relayed.set_port(Some(relay.port)).expect("port");
     let store = sessions(relayed.as_str(), &random_prefix()).await;
+    let replay = RedisReplayCache::beside(&store);
     let id = session_id();
     store
         .insert(&id, session("doctor", Some("sid")))
@@ -505,5 +507,62 @@ async fn an_unreachable_redis_is_an_error_never_a_session() {
     failed(
         store.remove_named(&notice).await.map(|_| ()),
         "remove_named",
+    );
+    // A SAML response cannot be checked for replay: refused.
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(
+        replay
+            .check_and_remember("assertion", now + time::Duration::minutes(5), now)
+            .await,
+        ReplayVerdict::Unavailable
+    );
+}
+
+#[tokio::test]
+async fn a_saml_assertion_is_accepted_once_across_processes_until_it_expires() {
+    let Some(url) = redis_url() else { return };
+    let prefix = random_prefix();
+    let one = RedisReplayCache::beside(&sessions(&url, &prefix).await);
+    let two = RedisReplayCache::beside(&sessions(&url, &prefix).await);
+    let now = OffsetDateTime::now_utc();
+    let until = now + time::Duration::milliseconds(1500);
+    let id = "https://idp.example/saml/metadata\n_assertion-1";
+    assert_eq!(
+        one.check_and_remember(id, until, now).await,
+        ReplayVerdict::Fresh
+    );
+    // The other process refuses the same assertion, and so does the first.
+    assert_eq!(
+        two.check_and_remember(id, until, now).await,
+        ReplayVerdict::Replayed
+    );
+    assert_eq!(
+        one.check_and_remember(id, until, now).await,
+        ReplayVerdict::Replayed
+    );
+    // Another assertion is fresh; the key is a hash, never the ID.
+    assert_eq!(
+        two.check_and_remember("other", until, now).await,
+        ReplayVerdict::Fresh
+    );
+    let mut redis = raw(&url).await;
+    let keys: Vec<String> = redis
+        .keys(format!("{prefix}:assertion:*"))
+        .await
+        .expect("KEYS");
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| !k.contains("assertion-1")));
+    // Remembered until `keep_until`, then forgotten by Redis itself.
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let later = OffsetDateTime::now_utc();
+    assert_eq!(
+        one.check_and_remember(id, later + time::Duration::minutes(5), later)
+            .await,
+        ReplayVerdict::Fresh
+    );
+    // Nothing to remember for an already-ended assertion: refused.
+    assert_eq!(
+        one.check_and_remember("ended", later, later).await,
+        ReplayVerdict::Replayed
     );
 }

@@ -686,12 +686,21 @@ impl SamlServiceProvider {
     /// [`Self::begin`] started in this browser; `None` accepts an IdP-initiated response
     /// only if [`SamlSpConfig::allow_idp_initiated`] is set. Each refusal is its own
     /// [`Error`] variant; a refused response is not remembered by the replay cache.
-    pub fn finish(
+    pub async fn finish(
         &self,
         pending: Option<&SamlPendingLogin>,
         saml_response: &str,
     ) -> Result<SamlLogin, Error> {
-        response::validate(self, pending, saml_response)
+        let (login, replay) = response::validate(self, pending, saml_response)?;
+        match self
+            .replay
+            .check_and_remember(&replay.key, replay.keep_until, replay.now)
+            .await
+        {
+            ReplayVerdict::Fresh => Ok(login),
+            ReplayVerdict::Replayed => Err(Error::SamlReplay),
+            ReplayVerdict::Unavailable => Err(Error::SamlReplayCacheUnavailable),
+        }
     }
 
     /// An SP-initiated logout: the IdP's SLO URL with a signed `LogoutRequest` for the

@@ -37,9 +37,10 @@ pub enum ReplayVerdict {
 /// Remembers assertion IDs until their validity ends, so that each is accepted once. A
 /// deployment with several processes needs a shared implementation (e.g. on Redis, with
 /// an atomic set-if-absent and an expiry).
+#[async_trait::async_trait]
 pub trait ReplayCache: Send + Sync {
     /// Remembers `id` until `keep_until` if it is not already remembered.
-    fn check_and_remember(
+    async fn check_and_remember(
         &self,
         id: &str,
         keep_until: OffsetDateTime,
@@ -90,8 +91,9 @@ impl fmt::Debug for MemoryReplayCache {
     }
 }
 
+#[async_trait::async_trait]
 impl ReplayCache for MemoryReplayCache {
-    fn check_and_remember(
+    async fn check_and_remember(
         &self,
         id: &str,
         keep_until: OffsetDateTime,
@@ -121,36 +123,42 @@ mod tests {
     use super::*;
     use time::Duration;
 
-    #[test]
-    fn an_id_is_accepted_once_until_it_expires_and_the_cache_is_bounded() {
+    #[tokio::test]
+    async fn an_id_is_accepted_once_until_it_expires_and_the_cache_is_bounded() {
         let cache = MemoryReplayCache::new(2);
         let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
         let later = now + Duration::minutes(5);
         assert_eq!(
-            cache.check_and_remember("a", later, now),
+            cache.check_and_remember("a", later, now).await,
             ReplayVerdict::Fresh
         );
         assert_eq!(
-            cache.check_and_remember("a", later, now + Duration::minutes(4)),
+            cache
+                .check_and_remember("a", later, now + Duration::minutes(4))
+                .await,
             ReplayVerdict::Replayed
         );
         assert_eq!(
-            cache.check_and_remember("b", later, now),
+            cache.check_and_remember("b", later, now).await,
             ReplayVerdict::Fresh
         );
         // Full of live entries: refused rather than forgotten.
         assert_eq!(
-            cache.check_and_remember("c", later, now),
+            cache.check_and_remember("c", later, now).await,
             ReplayVerdict::Unavailable
         );
         // Once they expire they are purged and the ID may be used again.
         let after = later + Duration::seconds(1);
         assert_eq!(
-            cache.check_and_remember("c", after + Duration::minutes(5), after),
+            cache
+                .check_and_remember("c", after + Duration::minutes(5), after)
+                .await,
             ReplayVerdict::Fresh
         );
         assert_eq!(
-            cache.check_and_remember("a", after + Duration::minutes(5), after),
+            cache
+                .check_and_remember("a", after + Duration::minutes(5), after)
+                .await,
             ReplayVerdict::Fresh
         );
     }

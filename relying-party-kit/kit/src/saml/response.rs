@@ -22,8 +22,8 @@ use time::format_description::well_known::Rfc3339;
 
 use super::xml::{self, Element, NS_ASSERTION, NS_PROTOCOL};
 use super::{
-    CM_BEARER, NAMEID_ENTITY, ReplayVerdict, STATUS_SUCCESS, SamlLogin, SamlNameId,
-    SamlPendingLogin, SamlServiceProvider, claims_from_attributes,
+    CM_BEARER, NAMEID_ENTITY, STATUS_SUCCESS, SamlLogin, SamlNameId, SamlPendingLogin,
+    SamlServiceProvider, claims_from_attributes,
 };
 use crate::{Doctor, Error};
 
@@ -161,11 +161,21 @@ fn check_in_response_to(
     }
 }
 
+/// What the replay cache must still accept before a validated response may be used: the
+/// assertion's key, until when to remember it, and the time of the check.
+pub(super) struct ReplayCheck {
+    pub key: String,
+    pub keep_until: OffsetDateTime,
+    pub now: OffsetDateTime,
+}
+
+/// Every check but the replay cache, which the caller consults last (and asynchronously:
+/// a shared cache is a network call) so that a refused response is never remembered.
 pub(super) fn validate(
     sp: &SamlServiceProvider,
     pending: Option<&SamlPendingLogin>,
     encoded: &str,
-) -> Result<SamlLogin, Error> {
+) -> Result<(SamlLogin, ReplayCheck), Error> {
     let now = sp.clock.now();
     let skew = time::Duration::try_from(sp.config.clock_skew)
         .map_err(|_| Error::Config("the clock skew is out of range".into()))?;
@@ -324,16 +334,13 @@ pub(super) fn validate(
         })
         .collect();
 
-    // Last: the assertion is used once, remembered until it could no longer be accepted.
-    let keep_until = conditions_end.map_or(confirmed_until, |c| c.max(confirmed_until)) + skew;
-    match sp
-        .replay
-        .check_and_remember(&format!("{idp}\n{assertion_id}"), keep_until, now)
-    {
-        ReplayVerdict::Fresh => {}
-        ReplayVerdict::Replayed => return Err(Error::SamlReplay),
-        ReplayVerdict::Unavailable => return Err(Error::SamlReplayCacheUnavailable),
-    }
+    // Last (by the caller): the assertion is used once, remembered until it could no
+    // longer be accepted.
+    let replay = ReplayCheck {
+        key: format!("{idp}\n{assertion_id}"),
+        keep_until: conditions_end.map_or(confirmed_until, |c| c.max(confirmed_until)) + skew,
+        now,
+    };
 
     let name_id = SamlNameId {
         value: name_id.value().to_owned(),
@@ -351,17 +358,20 @@ pub(super) fn validate(
         Vec::new(),
         authn_instant,
     );
-    Ok(SamlLogin {
-        doctor,
-        name_id,
-        session_index: statement.attr("SessionIndex").map(str::to_owned),
-        session_not_on_or_after: session_end,
-        authn_context_class,
-        authn_instant,
-        assertion_id,
-        in_response_to: response_irt.map(str::to_owned),
-        idp_entity_id: idp.to_owned(),
-    })
+    Ok((
+        SamlLogin {
+            doctor,
+            name_id,
+            session_index: statement.attr("SessionIndex").map(str::to_owned),
+            session_not_on_or_after: session_end,
+            authn_context_class,
+            authn_instant,
+            assertion_id,
+            in_response_to: response_irt.map(str::to_owned),
+            idp_entity_id: idp.to_owned(),
+        },
+        replay,
+    ))
 }
 
 /// One bearer `SubjectConfirmationData`: `Recipient` = ACS, `NotOnOrAfter` required and
