@@ -204,6 +204,14 @@ async fn a_doctor_manages_disclosure_through_the_portal() {
         history.contains("data-kind=\"settings.changed\""),
         "{history}"
     );
+    assert!(
+        history.contains("メールアドレス（地域医療連携ネットワーク）: 提供しない"),
+        "the change in words: {history}"
+    );
+    assert!(
+        history.contains("晴れやかネット"),
+        "services by name: {history}"
+    );
     let first_release = history
         .find("data-kind=\"release\" data-relying-party=\"hareyaka\"")
         .unwrap();

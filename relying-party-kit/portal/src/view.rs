@@ -571,7 +571,11 @@ pub fn history(frame: &Frame<'_>, entries: &[DisclosureEntry], next_before: Opti
             at = escape(&rfc3339_display(&e.at)),
             event = escape(&event_label(l, &e.kind)),
             service = escape(service),
-            claims = escape(&claim_labels(l, &claims)),
+            claims = escape(&if claims.is_empty() {
+                setting_changes(l, &e.detail)
+            } else {
+                claim_labels(l, &claims)
+            }),
         );
     }
     out.push_str("</tbody></table>");
@@ -584,6 +588,32 @@ pub fn history(frame: &Frame<'_>, entries: &[DisclosureEntry], next_before: Opti
         );
     }
     layout(frame, l.t("開示履歴", "Disclosure history"), &out)
+}
+
+/// A settings change in words: `メールアドレス（地域医療連携ネットワーク）: 提供しない`. The
+/// item names are the vocabulary's claim names, labelled like claims.
+fn setting_changes(l: Lang, detail: &serde_json::Value) -> String {
+    let Some(changes) = detail.get("changes").and_then(|c| c.as_array()) else {
+        return String::new();
+    };
+    changes
+        .iter()
+        .filter_map(|c| {
+            let item = c.get("item")?.as_str()?;
+            let audience_name = audience(l, c.get("audience")?.as_str()?).0;
+            let allowed = c.get("allowed")?.as_bool()?;
+            let verdict = if allowed {
+                l.t("提供する", "released")
+            } else {
+                l.t("提供しない", "withheld")
+            };
+            Some(match l {
+                Lang::Ja => format!("{}（{audience_name}）: {verdict}", claim_label(l, item)),
+                Lang::En => format!("{} ({audience_name}): {verdict}", claim_label(l, item)),
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(l.t("、", "; "))
 }
 
 /// The start of a table with a caption and column headers, up to `<tbody>`.
