@@ -5,7 +5,9 @@
 //! browser goes /saml/login → card login → the IdP's auto-POST form → POST /saml/acs → a
 //! page behind the `Doctor` extractor. Refused: a replayed ACS POST, an ACS POST without
 //! the login cookie, a RelayState that is not the one sent, a pharmacist's card behind
-//! `RequireRole::medical_doctor()`. Logout of a SAML session goes through the IdP's SLO.
+//! `RequireRole::medical_doctor()`. Logout of a SAML session goes through the IdP's SLO;
+//! a logout at the IdP reaches the app over the SOAP back channel and ends its session,
+//! while forged, tampered, wrapped, stale or replayed SOAP LogoutRequests end nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
@@ -29,6 +31,10 @@ struct Fixture {
     /// `https://localhost:{port}`, the app.
     base: String,
     metadata: String,
+    /// The app's SOAP SingleLogoutService, served over plain HTTP on loopback (the IdP's
+    /// SAML back-channel client trusts only public roots, and the app's certificate comes
+    /// from the test PKI).
+    soap_url: String,
 }
 
 impl Fixture {
@@ -80,10 +86,16 @@ async fn setup() -> Fixture {
         "https://localhost:{}",
         listener.local_addr().unwrap().port()
     );
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let soap_url = format!(
+        "http://127.0.0.1:{}/saml/soap-slo",
+        plain.local_addr().unwrap().port()
+    );
     let (key, cert) = idp_saml::crypto::SigningCredential::generate_pem("kit web SP", 30).unwrap();
     let config = SamlSpConfig::new(&format!("{base}/saml"), &format!("{base}/saml/acs"))
         .with_signing_key(SamlSigningKey::from_pem(&key, &cert).unwrap())
-        .with_slo_url(&format!("{base}/saml/slo"));
+        .with_slo_url(&format!("{base}/saml/slo"))
+        .with_soap_slo_url(&soap_url);
     let dir = tempfile::tempdir().unwrap();
     let sp_file = dir.path().join("sp.xml");
     std::fs::write(&sp_file, config.metadata()).unwrap();
@@ -141,6 +153,8 @@ async fn setup() -> Fixture {
             .workers(1)
             .listen_rustls_0_23(listener, tls)
             .unwrap()
+            .listen(plain)
+            .unwrap()
             .run()
             .await
             .unwrap();
@@ -151,6 +165,7 @@ async fn setup() -> Fixture {
         _dir: dir,
         base,
         metadata: config.metadata(),
+        soap_url,
     }
 }
 
@@ -380,5 +395,211 @@ async fn require_role_refuses_a_pharmacist() {
     assert_eq!(
         refusal(refused).await,
         (403, Some("role_not_permitted".into()))
+    );
+}
+
+/// The NameID and SessionIndex of the Response in an ACS form body.
+fn name_id_and_session_index(form: &str) -> (String, String) {
+    let encoded = between(form, "SAMLResponse=", "&")
+        .replace("%2B", "+")
+        .replace("%2F", "/")
+        .replace("%3D", "=");
+    let xml = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap(),
+    )
+    .unwrap();
+    let name_id = between(&xml, "<saml:NameID ", "</saml:NameID>")
+        .split_once('>')
+        .unwrap()
+        .1
+        .to_owned();
+    (name_id, between(&xml, "SessionIndex=\"", "\"").to_owned())
+}
+
+/// The IdP's SAML signing credential (the harness's key files).
+fn idp_credential() -> idp_saml::crypto::SigningCredential {
+    let table = saml_table("");
+    let key = std::fs::read_to_string(between(&table, "signing_key = \"", "\"")).unwrap();
+    let cert = std::fs::read_to_string(between(&table, "signing_cert = \"", "\"")).unwrap();
+    idp_saml::crypto::SigningCredential::from_pem(&key, &cert).unwrap()
+}
+
+/// A LogoutRequest as the IdP writes one (signed unless `signed` is false), in a SOAP
+/// envelope; returns its ID too.
+#[allow(clippy::too_many_arguments)]
+fn logout_request(
+    credential: &idp_saml::crypto::SigningCredential,
+    fx: &Fixture,
+    issuer: &str,
+    name_id: &str,
+    session_index: &str,
+    now: time::OffsetDateTime,
+    signed: bool,
+) -> (String, String) {
+    let (id, xml) = idp_saml::logout::request(
+        credential,
+        &idp_saml::logout::LogoutRequestOut {
+            issuer,
+            destination: &fx.soap_url,
+            name_id,
+            name_id_format: idp_saml::sp::NAMEID_PERSISTENT,
+            sp_name_qualifier: &fx.url("/saml"),
+            session_index,
+            now,
+            lifetime: std::time::Duration::from_secs(300),
+        },
+        if signed {
+            idp_saml::logout::Signing::Enveloped
+        } else {
+            idp_saml::logout::Signing::QueryString
+        },
+    )
+    .unwrap();
+    (id, idp_saml::logout::soap_envelope(&xml))
+}
+
+/// POSTs a SOAP body to the app's SOAP SLO endpoint: HTTP status and body.
+async fn post_soap(fx: &Fixture, body: String) -> (u16, String) {
+    let response = harness::client(pki(), None)
+        .post(&fx.soap_url)
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .header(
+            "SOAPAction",
+            "http://www.oasis-open.org/committees/security",
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+const REQUEST_DENIED: &str = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied";
+const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+
+#[tokio::test]
+async fn a_logout_at_the_idp_ends_the_saml_session_over_the_soap_back_channel() {
+    let fx = setup().await;
+
+    // The metadata the IdP registered advertises the SOAP endpoint.
+    assert!(fx.metadata.contains(&format!(
+        r#"<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:SOAP" Location="{}"/>"#,
+        fx.soap_url
+    )));
+
+    let mut browser = fx.browser();
+    let form = up_to_the_acs(&fx, &mut browser, "/whoami", "doctor").await;
+    let (name_id, session_index) = name_id_and_session_index(&form);
+    let done = post_acs(&fx, &mut browser, &form).await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(browser.get(&fx.url("/whoami")).await.status(), 200);
+
+    // Crafted requests naming this doctor's session: each refused with a SAML error status
+    // (HTTP 200, SAML SOAP binding), and the session lives on.
+    let idp = idp_credential();
+    let issuer = fx.idp.public("/saml/metadata");
+    let now = time::OffsetDateTime::now_utc();
+    let (other_key, other_cert) =
+        idp_saml::crypto::SigningCredential::generate_pem("not the IdP", 1).unwrap();
+    let other = idp_saml::crypto::SigningCredential::from_pem(&other_key, &other_cert).unwrap();
+    let unsigned = logout_request(&idp, &fx, &issuer, &name_id, &session_index, now, false).1;
+    let foreign_key = logout_request(&other, &fx, &issuer, &name_id, &session_index, now, true).1;
+    // Signed for another IdP session, then pointed at this one.
+    let tampered = logout_request(&idp, &fx, &issuer, &name_id, "another-session", now, true)
+        .1
+        .replace("another-session", &session_index);
+    // Wrapping: a genuinely signed request for nobody inside an unsigned one for the doctor.
+    let (_, decoy) = logout_request(&idp, &fx, &issuer, "nobody", "nothing", now, true);
+    let decoy = between(&decoy, "<soap:Body>", "</soap:Body>").to_owned();
+    let wrapped = unsigned.replacen(
+        "<saml:NameID",
+        &format!("<samlp:Extensions>{decoy}</samlp:Extensions><saml:NameID"),
+        1,
+    );
+    let wrong_issuer = logout_request(
+        &idp,
+        &fx,
+        "https://evil.example/saml",
+        &name_id,
+        &session_index,
+        now,
+        true,
+    )
+    .1;
+    let stale = logout_request(
+        &idp,
+        &fx,
+        &issuer,
+        &name_id,
+        &session_index,
+        now - time::Duration::hours(1),
+        true,
+    )
+    .1;
+    for (what, body) in [
+        ("unsigned", unsigned),
+        ("signed by another key", foreign_key),
+        ("tampered after signing", tampered),
+        ("wrapped", wrapped),
+        ("another issuer", wrong_issuer),
+        ("issued an hour ago", stale),
+    ] {
+        let (status, answer) = post_soap(&fx, body).await;
+        assert_eq!(status, 200, "{what}: {answer}");
+        assert!(answer.contains(REQUEST_DENIED), "{what}: {answer}");
+        assert!(answer.contains("<samlp:LogoutResponse"), "{what}: {answer}");
+        assert!(!answer.contains("InResponseTo"), "{what}: {answer}");
+        assert_eq!(
+            browser.get(&fx.url("/whoami")).await.status(),
+            200,
+            "{what} ended the session"
+        );
+    }
+    // Not SOAP at all: a SOAP fault (HTTP 500).
+    let (status, answer) = post_soap(&fx, "<x/>".into()).await;
+    assert_eq!(status, 500, "{answer}");
+    assert!(
+        answer.contains("<faultcode>soap:Client</faultcode>"),
+        "{answer}"
+    );
+    // A genuine request for another IdP session is accepted once (it ends nothing here);
+    // its replay is refused.
+    let (id, genuine) = logout_request(&idp, &fx, &issuer, &name_id, "elsewhere", now, true);
+    let (status, answer) = post_soap(&fx, genuine.clone()).await;
+    assert_eq!(status, 200);
+    assert!(
+        answer.contains(SUCCESS) && answer.contains(&format!("InResponseTo=\"{id}\"")),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("<ds:SignatureValue>"),
+        "signed by the SP: {answer}"
+    );
+    let (status, answer) = post_soap(&fx, genuine).await;
+    assert_eq!(status, 200);
+    assert!(answer.contains(REQUEST_DENIED), "replayed: {answer}");
+    assert_eq!(browser.get(&fx.url("/whoami")).await.status(), 200);
+
+    // The doctor logs out at the IdP (in this browser, not through the app): the IdP
+    // sends its signed LogoutRequest over SOAP in the background, and the app's session
+    // ends.
+    let logout = browser
+        .post_form(&fx.idp.public("/logout"), &fx.idp.public(""), "")
+        .await;
+    assert_eq!(logout.status(), 303);
+    let mut ended = false;
+    for _ in 0..100 {
+        let page = browser.get(&fx.url("/whoami")).await;
+        if page.status() == 303 {
+            assert_eq!(location(&page), "/auth/login?return_to=%2Fwhoami");
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        ended,
+        "the app's session outlived the IdP logout\n{}",
+        fx.idp.log()
     );
 }

@@ -89,8 +89,9 @@ pub enum Error {
     Api { status: u16, error: String },
 
     // ----- SAML 2.0 service provider (`SamlServiceProvider`) -----------------------------
-    /// The `SAMLResponse` is larger than `SamlSpConfig::max_response_bytes`.
-    #[error("the SAML response is larger than allowed")]
+    /// The `SAMLResponse` is larger than `SamlSpConfig::max_response_bytes`, or a SOAP
+    /// logout request larger than `SAML_MAX_SOAP_LOGOUT_BYTES`.
+    #[error("the SAML message is larger than allowed")]
     SamlResponseTooLarge,
     /// The message is not base64, not well-formed XML, or lacks a required part.
     #[error("malformed SAML message: {0}")]
@@ -101,23 +102,26 @@ pub enum Error {
     SamlXmlRefused(&'static str),
     /// The structure check refused the Response (signature wrapping and its relatives): a
     /// signature or assertion out of place, a reference to another element, a forbidden
-    /// transform, an ID used twice, the signed element not being the one read.
-    #[error("the SAML response's structure is refused: {0}")]
+    /// transform, an ID used twice, the signed element not being the one read. The same
+    /// for a LogoutRequest's signature.
+    #[error("the SAML message's structure is refused: {0}")]
     SamlStructure(&'static str),
     /// A signature or digest algorithm outside the allow-list (no SHA-1).
-    #[error("the SAML response uses a signature or digest algorithm that is not accepted")]
+    #[error("the SAML message uses a signature or digest algorithm that is not accepted")]
     SamlSignatureAlgorithm,
-    /// The assertion (or a Response without one) carries no signature.
-    #[error("the SAML assertion is not signed")]
+    /// The assertion (or a Response without one, or a LogoutRequest) carries no signature.
+    #[error("the SAML message is not signed")]
     SamlUnsigned,
     /// A signature does not verify with the IdP's metadata certificates.
-    #[error("the SAML response's signature does not verify with the IdP's certificates")]
+    #[error("the SAML message's signature does not verify with the IdP's certificates")]
     SamlSignature,
-    /// The Response's `Destination` is missing or is not this SP's ACS URL.
-    #[error("the SAML response's Destination is not this service provider's ACS URL")]
+    /// The Response's `Destination` is missing or is not this SP's ACS URL, or a
+    /// LogoutRequest's `Destination` is not this SP's SOAP SLO URL.
+    #[error("the SAML message's Destination is not this service provider's endpoint")]
     SamlDestination,
-    /// The Response or the assertion names another issuer than the IdP's entity ID.
-    #[error("the SAML response was issued by another entity than the IdP")]
+    /// The Response, the assertion or a LogoutRequest names another issuer than the IdP's
+    /// entity ID.
+    #[error("the SAML message was issued by another entity than the IdP")]
     SamlIssuer,
     /// The IdP answered with a status other than Success (e.g. `RequestDenied` when the
     /// doctor declined, `NoPassive`): the status code URIs, top-level first.
@@ -126,8 +130,9 @@ pub enum Error {
     /// The Response carries no assertion or more than one.
     #[error("the SAML response must carry exactly one assertion")]
     SamlAssertionCount,
-    /// The assertion's audience restriction does not name this SP's entity ID.
-    #[error("the SAML assertion is not meant for this service provider")]
+    /// The assertion's audience restriction does not name this SP's entity ID (or a
+    /// LogoutRequest's NameID names another SP in `SPNameQualifier`).
+    #[error("the SAML message is not meant for this service provider")]
     SamlAudience,
     /// No bearer `SubjectConfirmation` fits (missing, or `Recipient` not the ACS URL).
     #[error("no bearer SubjectConfirmation of the SAML assertion fits: {0}")]
@@ -139,24 +144,31 @@ pub enum Error {
     /// an unsolicited Response that names a request.
     #[error("unsolicited SAML response refused")]
     SamlUnsolicited,
-    /// `NotBefore` lies in the future (beyond the allowed skew).
-    #[error("the SAML assertion is not yet valid")]
+    /// `NotBefore` (or a LogoutRequest's `IssueInstant`) lies in the future (beyond the
+    /// allowed skew).
+    #[error("the SAML message is not yet valid")]
     SamlNotYetValid,
-    /// `NotOnOrAfter` (conditions, subject confirmation or session) has passed.
-    #[error("the SAML assertion has expired")]
+    /// `NotOnOrAfter` (conditions, subject confirmation or session) has passed, or a
+    /// LogoutRequest's `NotOnOrAfter`, or its `IssueInstant` is older than
+    /// `SamlSpConfig::max_logout_age`.
+    #[error("the SAML message has expired")]
     SamlExpired,
     /// The pending request is older than `SamlSpConfig::max_login_age`.
     #[error("the SAML login request is too old")]
     SamlLoginExpired,
-    /// The assertion was already accepted once.
-    #[error("the SAML assertion was already used")]
+    /// The assertion (or the LogoutRequest's ID) was already accepted once.
+    #[error("the SAML message was already used")]
     SamlReplay,
     /// The replay cache could not remember the assertion (full or failing): refused.
     #[error("the replay cache cannot remember the SAML assertion")]
     SamlReplayCacheUnavailable,
-    /// The assertion's subject has no `NameID`.
-    #[error("the SAML assertion has no NameID")]
+    /// The assertion's subject (or a LogoutRequest) has no `NameID`.
+    #[error("the SAML message has no NameID")]
     SamlNameId,
+    /// A SOAP back-channel logout that is not a SOAP 1.1 envelope whose Body holds one
+    /// `samlp:LogoutRequest` (answered with a SOAP fault, not a SAML status).
+    #[error("not a SOAP envelope carrying one LogoutRequest: {0}")]
+    SamlSoap(&'static str),
 }
 
 impl Error {

@@ -42,8 +42,9 @@ pub use http::{HttpClient, HttpClientBuilder, HttpError, MAX_BODY_BYTES};
 pub use redis_store::{DEFAULT_SESSION_LIFETIME, RedisReplayCache, RedisSessions};
 pub use saml::{
     Clock, MAX_METADATA_BYTES, MAX_RELAY_STATE, MemoryReplayCache, ReplayCache, ReplayVerdict,
-    SAML_MAX_DEPTH, SAML_MAX_ELEMENTS, SamlAuthnOptions, SamlIdp, SamlLogin, SamlNameId,
-    SamlPendingLogin, SamlServiceProvider, SamlSigningKey, SamlSpConfig, SystemClock, saml_uri,
+    SAML_MAX_DEPTH, SAML_MAX_ELEMENTS, SAML_MAX_SOAP_LOGOUT_BYTES, SamlAuthnOptions, SamlIdp,
+    SamlLogin, SamlLogoutRequest, SamlLogoutStatus, SamlNameId, SamlPendingLogin,
+    SamlServiceProvider, SamlSigningKey, SamlSpConfig, SystemClock, saml_soap_fault, saml_uri,
 };
 pub use seal::Sealer;
 pub use sessions::{

@@ -68,7 +68,8 @@ impl SamlSession {
 #[non_exhaustive]
 pub struct Session {
     pub doctor: Doctor,
-    /// The IdP's session (`sid`), which back-channel logout names.
+    /// The IdP's session, which back-channel logout names: the OIDC `sid`, or a SAML
+    /// login's `SessionIndex` (which the IdP's SOAP LogoutRequest names).
     pub sid: Option<String>,
     /// Present for OpenID Connect logins.
     pub tokens: Option<OidcTokens>,

@@ -1,6 +1,6 @@
 //! actix-web integration: login, callback, logout and back-channel logout routes (OpenID
-//! Connect), metadata, login and assertion consumer routes (SAML 2.0), the [`Doctor`] and
-//! [`SignedIn`] extractors, and the [`RequireRole`] guard.
+//! Connect), metadata, login, assertion consumer and SOAP back-channel logout routes (SAML
+//! 2.0), the [`Doctor`] and [`SignedIn`] extractors, and the [`RequireRole`] guard.
 //!
 //! ```text
 //! let rp = web::Data::new(RelyingParty::new(oidc, Sealer::new(&key), Arc::new(MemorySessions::default()), WebConfig::default()));
@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::client::{AuthParams, CallbackParams, OidcClient, PendingLogin};
-use crate::saml::{SamlAuthnOptions, SamlPendingLogin, SamlServiceProvider};
+use crate::saml::{SamlAuthnOptions, SamlLogoutStatus, SamlPendingLogin, SamlServiceProvider};
 use crate::seal::Sealer;
 use crate::sessions::{OidcTokens, SamlSession, Session, SessionStore};
 use crate::{Doctor, Error};
@@ -243,7 +243,8 @@ impl RelyingParty {
     /// Registers the routes: login and logout always; callback and back-channel logout
     /// with OpenID Connect; metadata, SAML login, the assertion consumer (the path of the
     /// SP's ACS URL) and, if the SP has one, single logout (the path of its SLO URL) with
-    /// SAML. The app must also hold this value as `web::Data<RelyingParty>`.
+    /// SAML, and the back-channel (SOAP) single logout at the path of its SOAP SLO URL if it
+    /// has one. The app must also hold this value as `web::Data<RelyingParty>`.
     pub fn routes(&self, cfg: &mut web::ServiceConfig) {
         let c = &self.config;
         cfg.route(&c.login_path, web::get().to(login))
@@ -265,6 +266,9 @@ impl RelyingParty {
             }
             if let Some(Ok(slo)) = sp.config().slo_url.as_deref().map(url::Url::parse) {
                 cfg.route(slo.path(), web::route().to(saml_slo));
+            }
+            if let Some(Ok(soap)) = sp.config().soap_slo_url.as_deref().map(url::Url::parse) {
+                cfg.route(soap.path(), web::post().to(saml_soap_logout));
             }
         }
     }
@@ -1131,8 +1135,11 @@ async fn saml_acs(
         }
     };
     let saml = SamlSession::from_login(&login);
+    // The SessionIndex is the session's `sid` and the NameID its doctor's subject, so that
+    // the IdP's back-channel LogoutRequest ends it through `SessionStore::remove_named`.
+    let sid = login.session_index.clone();
     signed_in_at(&rp, now, SAML_LOGIN_COOKIE, return_to, |csrf| {
-        Session::new(login.doctor, None, None, csrf, now).with_saml(saml)
+        Session::new(login.doctor, sid, None, csrf, now).with_saml(saml)
     })
     .await
 }
@@ -1145,6 +1152,82 @@ async fn saml_slo(rp: web::Data<RelyingParty>) -> HttpResponse {
         .insert_header((header::LOCATION, rp.config.landing_path.as_str()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish()
+}
+
+/// POST at the SOAP SLO URL's path: the IdP's back-channel `LogoutRequest` (SAML SOAP
+/// binding), sent when the doctor's IdP session ended elsewhere. Verified by
+/// [`SamlServiceProvider::verify_soap_logout`]; every local session of its NameID (and
+/// SessionIndex, when named) ends. The answer is a SOAP `LogoutResponse` with HTTP 200:
+/// `Success`, `Requester`/`RequestDenied` when the request is refused (nothing ends), or
+/// `Responder` when the replay cache or the session store failed; a body that is not a
+/// SOAP envelope carrying one LogoutRequest gets a SOAP fault with HTTP 500.
+async fn saml_soap_logout(rp: web::Data<RelyingParty>, payload: web::Payload) -> HttpResponse {
+    let soap = |status: StatusCode, body: String| {
+        HttpResponse::build(status)
+            .content_type("text/xml; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(body)
+    };
+    let fault = |reason: &str| {
+        soap(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::saml_soap_fault(reason),
+        )
+    };
+    let Some(sp) = rp.saml.as_ref() else {
+        return fault("no SAML service provider");
+    };
+    let body = match payload
+        .to_bytes_limited(crate::SAML_MAX_SOAP_LOGOUT_BYTES)
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!("SAML back-channel logout: unreadable or oversized body");
+            return fault("unreadable or oversized body");
+        }
+    };
+    let (status, in_response_to) = match sp.verify_soap_logout(&body).await {
+        Ok(request) => {
+            let mut ended = 0;
+            let mut failed = false;
+            for notice in request.notices() {
+                match rp.sessions.remove_named(&notice).await {
+                    Ok(n) => ended += n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SAML back-channel logout failed");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                (SamlLogoutStatus::Unavailable, Some(request.id))
+            } else {
+                tracing::info!(ended, "SAML back-channel logout");
+                (SamlLogoutStatus::Success, Some(request.id))
+            }
+        }
+        Err(e @ (Error::SamlSoap(_) | Error::SamlXmlRefused(_) | Error::SamlResponseTooLarge)) => {
+            tracing::warn!(error = %e, "SAML back-channel logout: not a SOAP LogoutRequest");
+            return fault(&e.to_string());
+        }
+        Err(e @ Error::SamlReplayCacheUnavailable) => {
+            tracing::warn!(error = %e, "SAML back-channel logout failed");
+            (SamlLogoutStatus::Unavailable, None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SAML back-channel logout refused");
+            (SamlLogoutStatus::Refused, None)
+        }
+    };
+    match sp.soap_logout_response(in_response_to.as_deref(), status) {
+        Ok(answer) => soap(StatusCode::OK, answer),
+        Err(e) => {
+            tracing::warn!(error = %e, "SAML back-channel logout: no answer");
+            fault("the answer could not be written")
+        }
+    }
 }
 
 trait WithCookie {
@@ -1467,6 +1550,122 @@ mod tests {
         assert!(found.saml.is_some());
         assert!(rp.session_of(&request(&ended)).await.unwrap().is_none());
         assert!(rp.sessions.get(&ended).await.unwrap().is_none());
+    }
+
+    #[actix_web::test]
+    async fn the_idps_soap_logout_request_ends_the_sessions_it_names() {
+        use crate::saml::tests::{LogoutFields, soap_logout, soap_sp};
+        let (idp_key, idp_cert) = key_pair("IdP");
+        let idp_key = SamlSigningKey::from_pem(&idp_key, &idp_cert).unwrap();
+        let (sp_key, sp_cert) = key_pair("SP");
+        let (sp, _) = soap_sp(
+            &idp_cert,
+            Some(SamlSigningKey::from_pem(&sp_key, &sp_cert).unwrap()),
+        );
+        let rp = web::Data::new(RelyingParty::new_saml(
+            sp,
+            Sealer::new(&[9; 32]),
+            Arc::new(MemorySessions::default()),
+            WebConfig::default(),
+        ));
+        let app = actix_test::init_service(
+            App::new()
+                .app_data(rp.clone())
+                .configure(|cfg| rp.routes(cfg)),
+        )
+        .await;
+        let now = OffsetDateTime::now_utc();
+        let session = |name_id: &str, index: &str| {
+            let doctor = Doctor::from_claims(
+                openidconnect::SubjectIdentifier::new(name_id.into()),
+                &crate::Claims::new(),
+                None,
+                Vec::new(),
+                None,
+            );
+            Session::new(doctor, Some(index.into()), None, "csrf".into(), now)
+        };
+        // The doctor's session from the IdP session that ends, the same doctor's from
+        // another IdP session, another doctor's from the same index.
+        let ids = ["A".repeat(43), "B".repeat(43), "C".repeat(43)];
+        for (id, (name_id, index)) in ids.iter().zip([
+            ("pairwise-nameid", "idp-session"),
+            ("pairwise-nameid", "other-session"),
+            ("someone-else", "idp-session"),
+        ]) {
+            rp.sessions
+                .insert(id, session(name_id, index))
+                .await
+                .unwrap();
+        }
+        let post = |body: String| {
+            actix_test::TestRequest::post()
+                .uri("/saml/soap-slo")
+                .insert_header((header::CONTENT_TYPE, "text/xml; charset=utf-8"))
+                .set_payload(body)
+                .to_request()
+        };
+        let alive = || async {
+            let mut alive = Vec::new();
+            for id in &ids {
+                alive.push(rp.sessions.get(id).await.unwrap().is_some());
+            }
+            alive
+        };
+
+        // Refused (unsigned): a SAML error status with HTTP 200, nothing ends.
+        let res =
+            actix_test::call_service(&app, post(soap_logout(None, &LogoutFields::new(now)))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers().get(header::CONTENT_TYPE).unwrap(),
+            "text/xml; charset=utf-8"
+        );
+        let body = String::from_utf8(actix_test::read_body(res).await.to_vec()).unwrap();
+        assert!(
+            body.contains(crate::saml_uri::STATUS_REQUEST_DENIED),
+            "{body}"
+        );
+        assert!(!body.contains("InResponseTo"));
+        assert_eq!(alive().await, [true, true, true]);
+
+        // Not SOAP: a SOAP fault with HTTP 500.
+        let res = actix_test::call_service(&app, post("<a/>".into())).await;
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = String::from_utf8(actix_test::read_body(res).await.to_vec()).unwrap();
+        assert!(
+            body.contains("<faultcode>soap:Client</faultcode>"),
+            "{body}"
+        );
+        assert_eq!(alive().await, [true, true, true]);
+
+        // The IdP's signed request: Success, signed, and only the named session ends.
+        let genuine = soap_logout(Some(&idp_key), &LogoutFields::new(now));
+        let res = actix_test::call_service(&app, post(genuine.clone())).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = String::from_utf8(actix_test::read_body(res).await.to_vec()).unwrap();
+        assert!(body.contains(crate::saml_uri::STATUS_SUCCESS), "{body}");
+        assert!(body.contains("InResponseTo=\"_l0\"") && body.contains("<ds:SignatureValue>"));
+        assert_eq!(alive().await, [false, true, true]);
+
+        // Replayed: refused.
+        let res = actix_test::call_service(&app, post(genuine)).await;
+        let body = String::from_utf8(actix_test::read_body(res).await.to_vec()).unwrap();
+        assert!(
+            body.contains(crate::saml_uri::STATUS_REQUEST_DENIED),
+            "{body}"
+        );
+        assert_eq!(alive().await, [false, true, true]);
+
+        // GET is not the SOAP route.
+        let res = actix_test::call_service(
+            &app,
+            actix_test::TestRequest::get()
+                .uri("/saml/soap-slo")
+                .to_request(),
+        )
+        .await;
+        assert!(res.status().is_client_error());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `RedisSessions` against a real Redis (`IDP_TEST_REDIS_URL`; skipped when unset, except
 //! in CI), each test under its own random key prefix. Back-channel logouts are real
 //! `LogoutNotice`s: logout tokens signed here and verified by an `OidcClient` of the fake
-//! provider.
+//! provider; a SAML SOAP LogoutRequest is signed here and verified by a
+//! `SamlServiceProvider`.
 
 mod fake_op;
 
@@ -15,7 +16,7 @@ use hpki_rp_kit::redis::AsyncCommands as _;
 use hpki_rp_kit::{
     ClientAuth, ClientId, ClientSecret, Doctor, Error, HttpClient, IssuerUrl, LogoutNotice,
     OidcClient, OidcTokens, RedirectUrl, RedisReplayCache, RedisSessions, ReplayCache,
-    ReplayVerdict, SamlSession, Session, SessionStore,
+    ReplayVerdict, SamlIdp, SamlServiceProvider, SamlSession, SamlSpConfig, Session, SessionStore,
 };
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -565,4 +566,117 @@ async fn a_saml_assertion_is_accepted_once_across_processes_until_it_expires() {
         one.check_and_remember("ended", later, later).await,
         ReplayVerdict::Replayed
     );
+}
+
+const SAML_IDP: &str = "https://idp.test/saml";
+const SOAP_SLO: &str = "https://rp.test/saml/soap-slo";
+
+/// An RSA key (PKCS#8 DER) and its self-signed certificate (PEM), the IdP's.
+fn idp_key() -> (Vec<u8>, String) {
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa"))
+        .expect("key");
+    let mut name = openssl::x509::X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", "idp").expect("cn");
+    let name = name.build();
+    let mut cert = openssl::x509::X509::builder().expect("builder");
+    cert.set_version(2).expect("version");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(&name).expect("issuer");
+    cert.set_pubkey(&key).expect("pubkey");
+    cert.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("time"))
+        .expect("not before");
+    cert.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).expect("time"))
+        .expect("not after");
+    cert.sign(&key, openssl::hash::MessageDigest::sha256())
+        .expect("sign");
+    (
+        key.private_key_to_pkcs8().expect("pkcs8"),
+        String::from_utf8(cert.build().to_pem().expect("pem")).expect("utf-8"),
+    )
+}
+
+/// The IdP's SOAP LogoutRequest for `name_id` and `session_index`, signed by xmlsec.
+fn soap_logout_request(key_der: &[u8], id: &str, name_id: &str, session_index: &str) -> String {
+    use samael::crypto::{Crypto, CryptoProvider as _};
+    let issued = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("time")
+        .format(&Rfc3339)
+        .expect("time");
+    let xml = format!(
+        r##"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0" IssueInstant="{issued}" Destination="{SOAP_SLO}"><saml:Issuer>{SAML_IDP}</saml:Issuer><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/><ds:Reference URI="#{id}"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue></ds:Signature><saml:NameID>{name_id}</saml:NameID><samlp:SessionIndex>{session_index}</samlp:SessionIndex></samlp:LogoutRequest>"##
+    );
+    let signed = Crypto::sign_xml(xml, key_der).expect("xmlsec signs");
+    let body = signed
+        .split_once("?>")
+        .map_or(signed.as_str(), |(_, b)| b)
+        .trim();
+    format!(
+        r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>{body}</soap:Body></soap:Envelope>"#
+    )
+}
+
+#[tokio::test]
+async fn a_saml_soap_logout_received_by_one_process_ends_the_session_for_all() {
+    let Some(url) = redis_url() else { return };
+    let prefix = random_prefix();
+    let (key_der, cert) = idp_key();
+    let process = |store: &RedisSessions| {
+        let config = SamlSpConfig::new("https://rp.test/saml", "https://rp.test/saml/acs")
+            .with_soap_slo_url(SOAP_SLO);
+        let idp =
+            SamlIdp::new(SAML_IDP, "https://idp.test/saml/sso", &[cert.as_str()]).expect("idp");
+        SamlServiceProvider::new(config, idp)
+            .expect("sp")
+            .with_replay_cache(Arc::new(RedisReplayCache::beside(store)))
+    };
+    let (store_one, store_two) = (sessions(&url, &prefix).await, sessions(&url, &prefix).await);
+    let (sp_one, sp_two) = (process(&store_one), process(&store_two));
+    // SAML sessions as the web integration stores them: the NameID as subject, the
+    // SessionIndex as sid.
+    let saml = |name_id: &str, index: &str| {
+        session(name_id, Some(index)).with_saml(
+            serde_json::from_value::<SamlSession>(json!({
+                "name_id": {"value": name_id, "format": null, "name_qualifier": null,
+                            "sp_name_qualifier": null},
+                "session_index": index,
+                "not_on_or_after": null,
+                "idp_entity_id": SAML_IDP,
+            }))
+            .expect("SAML session from JSON"),
+        )
+    };
+    let (ended, other_index, other_doctor) = (session_id(), session_id(), session_id());
+    store_one
+        .insert(&ended, saml("nameid-1", "idp-session-1"))
+        .await
+        .expect("insert");
+    store_one
+        .insert(&other_index, saml("nameid-1", "idp-session-2"))
+        .await
+        .expect("insert");
+    store_one
+        .insert(&other_doctor, saml("nameid-2", "idp-session-1"))
+        .await
+        .expect("insert");
+
+    // Process two receives the IdP's request and ends the session it names.
+    let body = soap_logout_request(&key_der, "_logout-1", "nameid-1", "idp-session-1");
+    let request = sp_two
+        .verify_soap_logout(body.as_bytes())
+        .await
+        .expect("the IdP's request verifies");
+    let mut removed = 0;
+    for notice in request.notices() {
+        removed += store_two.remove_named(&notice).await.expect("remove_named");
+    }
+    assert_eq!(removed, 1);
+    assert!(store_one.get(&ended).await.expect("get").is_none());
+    assert!(store_one.get(&other_index).await.expect("get").is_some());
+    assert!(store_one.get(&other_doctor).await.expect("get").is_some());
+    // Process one refuses the same request: the replay cache is shared.
+    assert!(matches!(
+        sp_one.verify_soap_logout(body.as_bytes()).await,
+        Err(Error::SamlReplay)
+    ));
 }

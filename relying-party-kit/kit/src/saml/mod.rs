@@ -1,6 +1,7 @@
 //! The SAML 2.0 service provider: SP metadata, the `AuthnRequest` over HTTP-Redirect
 //! (signed query string), validation of the IdP's `Response` over HTTP-POST ending in the
-//! same verified [`Doctor`] as the OIDC client, and an SP-initiated `LogoutRequest`.
+//! same verified [`Doctor`] as the OIDC client, an SP-initiated `LogoutRequest`, and the
+//! IdP's back-channel `LogoutRequest` over SOAP with its signed `LogoutResponse`.
 //!
 //! Invariants (each cited at its decision point):
 //! - Every received document passes the XML guard and the structure check before xmlsec
@@ -13,6 +14,7 @@
 //! - Every check fails closed with its own [`Error`] variant; no message carries assertion
 //!   contents.
 
+mod logout;
 mod replay;
 mod response;
 mod xml;
@@ -32,6 +34,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use url::Url;
 
+pub use logout::{
+    MAX_SOAP_LOGOUT_BYTES as SAML_MAX_SOAP_LOGOUT_BYTES, SamlLogoutRequest, SamlLogoutStatus,
+    soap_fault as saml_soap_fault,
+};
 pub use replay::{Clock, MemoryReplayCache, ReplayCache, ReplayVerdict, SystemClock};
 pub use xml::{MAX_DEPTH as SAML_MAX_DEPTH, MAX_ELEMENTS as SAML_MAX_ELEMENTS};
 
@@ -42,6 +48,7 @@ use xml::{NS_DSIG, NS_METADATA, Writer};
 pub mod saml_uri {
     pub const BINDING_HTTP_POST: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
     pub const BINDING_HTTP_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+    pub const BINDING_SOAP: &str = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP";
     pub const NAMEID_PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
     pub const NAMEID_ENTITY: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity";
     /// The AuthnContext class of the IdP's card login (certificate on a smart card whose
@@ -51,6 +58,8 @@ pub mod saml_uri {
     pub const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
     pub const STATUS_REQUEST_DENIED: &str = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied";
     pub const STATUS_NO_PASSIVE: &str = "urn:oasis:names:tc:SAML:2.0:status:NoPassive";
+    pub const STATUS_REQUESTER: &str = "urn:oasis:names:tc:SAML:2.0:status:Requester";
+    pub const STATUS_RESPONDER: &str = "urn:oasis:names:tc:SAML:2.0:status:Responder";
     pub const PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
     pub const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
     pub const ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
@@ -117,6 +126,45 @@ impl SamlSigningKey {
         } else {
             RSA_SHA256
         }
+    }
+
+    /// An enveloped-signature template for the element with `id` (exclusive c14n, SHA-256,
+    /// this key's algorithm, the certificate in `KeyInfo`), for [`Self::sign_enveloped`].
+    pub(crate) fn signature_template(&self, w: &mut Writer, id: &str) {
+        let reference = format!("#{id}");
+        w.open("ds:Signature", &[("xmlns:ds", NS_DSIG)])
+            .open("ds:SignedInfo", &[])
+            .empty("ds:CanonicalizationMethod", &[("Algorithm", xml::EXC_C14N)])
+            .empty("ds:SignatureMethod", &[("Algorithm", self.sig_alg())])
+            .open("ds:Reference", &[("URI", &reference)])
+            .open("ds:Transforms", &[])
+            .empty("ds:Transform", &[("Algorithm", xml::ENVELOPED)])
+            .empty("ds:Transform", &[("Algorithm", xml::EXC_C14N)])
+            .close("ds:Transforms")
+            .empty("ds:DigestMethod", &[("Algorithm", xml::SHA256)])
+            .element("ds:DigestValue", &[], "")
+            .close("ds:Reference")
+            .close("ds:SignedInfo")
+            .element("ds:SignatureValue", &[], "")
+            .open("ds:KeyInfo", &[])
+            .open("ds:X509Data", &[])
+            .element(
+                "ds:X509Certificate",
+                &[],
+                &B64.encode(&self.certificate_der),
+            )
+            .close("ds:X509Data")
+            .close("ds:KeyInfo")
+            .close("ds:Signature");
+    }
+
+    /// Fills in the one signature template of `xml` (written with
+    /// [`Self::signature_template`]) through xmlsec; returns the signed document.
+    pub(crate) fn sign_enveloped(&self, xml: &str) -> Result<String, Error> {
+        use samael::crypto::{Crypto, CryptoProvider as _};
+        let fail = || Error::Config("signing the SAML message failed".into());
+        let der = self.key.private_key_to_pkcs8().map_err(|_| fail())?;
+        Crypto::sign_xml(xml, &der).map_err(|_| fail())
     }
 
     /// The signature of `octets` as XML Signature encodes it (ECDSA as r ‖ s).
@@ -283,6 +331,10 @@ pub struct SamlSpConfig {
     pub acs_url: String,
     /// An HTTP-Redirect SingleLogoutService URL, published in the metadata.
     pub slo_url: Option<String>,
+    /// A SOAP SingleLogoutService URL, published in the metadata: where the IdP posts its
+    /// back-channel `LogoutRequest` when the doctor's IdP session ends elsewhere
+    /// ([`SamlServiceProvider::verify_soap_logout`]).
+    pub soap_slo_url: Option<String>,
     /// Signs AuthnRequests and LogoutRequests; published in the metadata, which then says
     /// `AuthnRequestsSigned="true"` (the IdP then refuses unsigned requests in our name).
     pub signing_key: Option<SamlSigningKey>,
@@ -295,6 +347,9 @@ pub struct SamlSpConfig {
     pub max_response_bytes: usize,
     /// How long after the request its response is accepted (default 10 min).
     pub max_login_age: Duration,
+    /// How long after its `IssueInstant` an IdP's LogoutRequest is accepted (default
+    /// 5 min).
+    pub max_logout_age: Duration,
 }
 
 impl SamlSpConfig {
@@ -303,11 +358,13 @@ impl SamlSpConfig {
             entity_id: entity_id.to_owned(),
             acs_url: acs_url.to_owned(),
             slo_url: None,
+            soap_slo_url: None,
             signing_key: None,
             allow_idp_initiated: false,
             clock_skew: Duration::from_secs(60),
             max_response_bytes: 256 * 1024,
             max_login_age: Duration::from_secs(600),
+            max_logout_age: Duration::from_secs(300),
         }
     }
 
@@ -318,6 +375,18 @@ impl SamlSpConfig {
 
     pub fn with_slo_url(mut self, slo_url: &str) -> Self {
         self.slo_url = Some(slo_url.to_owned());
+        self
+    }
+
+    /// The SOAP SingleLogoutService URL (back-channel logout from the IdP). Its path must
+    /// differ from the ACS's and the HTTP-Redirect SLO's: the web integration serves it.
+    pub fn with_soap_slo_url(mut self, soap_slo_url: &str) -> Self {
+        self.soap_slo_url = Some(soap_slo_url.to_owned());
+        self
+    }
+
+    pub fn with_max_logout_age(mut self, age: Duration) -> Self {
+        self.max_logout_age = age;
         self
     }
 
@@ -378,6 +447,12 @@ impl SamlSpConfig {
             w.empty(
                 "md:SingleLogoutService",
                 &[("Binding", BINDING_HTTP_REDIRECT), ("Location", slo)],
+            );
+        }
+        if let Some(soap) = &c.soap_slo_url {
+            w.empty(
+                "md:SingleLogoutService",
+                &[("Binding", BINDING_SOAP), ("Location", soap)],
             );
         }
         w.element("md:NameIDFormat", &[], NAMEID_PERSISTENT);
@@ -547,9 +622,15 @@ impl SamlServiceProvider {
         if config.entity_id.is_empty() {
             return Err(Error::Config("the SP entity ID is empty".into()));
         }
-        endpoint(&config.acs_url)?;
-        if let Some(slo) = &config.slo_url {
-            endpoint(slo)?;
+        let acs = endpoint(&config.acs_url)?;
+        let slo = config.slo_url.as_deref().map(endpoint).transpose()?;
+        if let Some(soap) = config.soap_slo_url.as_deref().map(endpoint).transpose()? {
+            // The web integration routes by path: the SOAP endpoint must have its own.
+            if soap.path() == acs.path() || slo.is_some_and(|s| s.path() == soap.path()) {
+                return Err(Error::Config(
+                    "the SOAP SLO URL's path must differ from the ACS's and the SLO's".into(),
+                ));
+            }
         }
         Ok(Self {
             config,

@@ -29,7 +29,7 @@ use crate::{Doctor, Error};
 
 /// Signature algorithms accepted (each also restricts its digest to its own family, so
 /// SHA-1 is refused).
-const ALLOWED: &[AllowedSignatureAlgorithm] = &[
+pub(super) const ALLOWED: &[AllowedSignatureAlgorithm] = &[
     AllowedSignatureAlgorithm::RsaSha256,
     AllowedSignatureAlgorithm::RsaSha384,
     AllowedSignatureAlgorithm::RsaSha512,
@@ -38,7 +38,7 @@ const ALLOWED: &[AllowedSignatureAlgorithm] = &[
     AllowedSignatureAlgorithm::EcdsaSha512,
 ];
 
-fn time_attr(e: &Element, name: &str) -> Result<Option<OffsetDateTime>, Error> {
+pub(super) fn time_attr(e: &Element, name: &str) -> Result<Option<OffsetDateTime>, Error> {
     e.attr(name)
         .map(|v| {
             OffsetDateTime::parse(v.trim(), &Rfc3339)
@@ -143,7 +143,7 @@ fn verify(sp: &SamlServiceProvider, encoded: &str) -> Result<Verified, Error> {
 }
 
 /// An `Issuer` must be the IdP's entity ID (format absent or `entity`).
-fn issuer_ok(issuer: &Element, idp: &str) -> bool {
+pub(super) fn issuer_ok(issuer: &Element, idp: &str) -> bool {
     issuer.value() == idp && matches!(issuer.attr("Format"), None | Some(NAMEID_ENTITY))
 }
 

@@ -17,16 +17,19 @@ pub(crate) const NS_PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 pub(crate) const NS_ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 pub(crate) const NS_METADATA: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
 pub(crate) const NS_DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
+/// SOAP 1.1, which the SAML SOAP binding uses.
+pub(crate) const NS_SOAP: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub(crate) const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
 
 /// The deepest element nesting accepted in a received document.
 pub const MAX_DEPTH: usize = 32;
 /// The most elements accepted in a received document.
 pub const MAX_ELEMENTS: usize = 4096;
 
-const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
-const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+pub(crate) const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+pub(crate) const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 const DIGESTS: [&str; 3] = [
-    "http://www.w3.org/2001/04/xmlenc#sha256",
+    SHA256,
     "http://www.w3.org/2001/04/xmldsig-more#sha384",
     "http://www.w3.org/2001/04/xmlenc#sha512",
 ];
@@ -354,6 +357,94 @@ struct SignatureState {
     references: Vec<Option<String>>,
 }
 
+/// Remembers the ID-like attributes of `element`; a value seen before is refused (an ID
+/// twice is how a wrapped element is made to answer a reference).
+fn collect_ids(element: &BytesStart<'_>, ids: &mut HashSet<String>) -> Result<(), Error> {
+    for attr in element.attributes() {
+        let attr = attr.map_err(|_| Error::SamlMalformed("a malformed attribute"))?;
+        if matches!(
+            attr.key.local_name().as_ref(),
+            b"ID" | b"Id" | b"id" | b"AssertionID"
+        ) {
+            let value = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|_| Error::SamlMalformed("a malformed attribute"))?;
+            if !ids.insert(value.into_owned()) {
+                return Err(Error::SamlStructure("an ID value is used twice"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An element of the XML Signature namespace other than `Signature` itself: references
+/// are collected for the signature being read; transforms, canonicalization, digest and
+/// signature methods must be on the allow-lists; `Object`, `Manifest` and
+/// `RetrievalMethod` are refused.
+fn check_signature_part(
+    local: &str,
+    element: &BytesStart<'_>,
+    signature: Option<&mut SignatureState>,
+) -> Result<(), Error> {
+    match local {
+        "Reference" => match signature {
+            Some(s) => s.references.push(attribute(element, "URI")?),
+            None => return Err(Error::SamlStructure("a stray Reference")),
+        },
+        "Transform" => {
+            let a = attribute(element, "Algorithm")?;
+            if !matches!(a.as_deref(), Some(ENVELOPED | EXC_C14N)) {
+                return Err(Error::SamlStructure("a transform that is not allowed"));
+            }
+        }
+        "CanonicalizationMethod" => {
+            let a = attribute(element, "Algorithm")?;
+            if a.as_deref() != Some(EXC_C14N) {
+                return Err(Error::SamlStructure(
+                    "a canonicalization other than exclusive c14n",
+                ));
+            }
+        }
+        "DigestMethod" => {
+            let a = attribute(element, "Algorithm")?;
+            if !a.as_deref().is_some_and(|a| DIGESTS.contains(&a)) {
+                return Err(Error::SamlSignatureAlgorithm);
+            }
+        }
+        "SignatureMethod" => {
+            let a = attribute(element, "Algorithm")?;
+            if !a.as_deref().is_some_and(|a| SIGNATURE_METHODS.contains(&a)) {
+                return Err(Error::SamlSignatureAlgorithm);
+            }
+        }
+        "Object" | "Manifest" | "RetrievalMethod" => {
+            return Err(Error::SamlStructure(
+                "a signature with an Object, Manifest or RetrievalMethod",
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// At the end tag of the element at `depth`: if it closes the signature being read, that
+/// signature must have had exactly one reference, to its parent's ID.
+fn end_signature(signature: &mut Option<SignatureState>, depth: usize) -> Result<(), Error> {
+    if let Some(s) = signature.as_ref().filter(|s| s.depth == depth) {
+        let expected = s.parent_id.as_ref().map(|id| format!("#{id}"));
+        match s.references.as_slice() {
+            [Some(uri)] if Some(uri) == expected.as_ref() => {}
+            _ => {
+                return Err(Error::SamlStructure(
+                    "a signature must have one reference, to its parent",
+                ));
+            }
+        }
+        *signature = None;
+    }
+    Ok(())
+}
+
 /// The structure check of a `samlp:Response` against signature wrapping, before xmlsec:
 /// the root is a `samlp:Response` with an ID; at most one `saml:Assertion`, a direct child
 /// of the root; no `EncryptedAssertion`; a `ds:Signature` only as a direct child of the
@@ -374,20 +465,7 @@ pub(crate) fn check_response_shape(xml: &str) -> Result<Shape, Error> {
             Item::Start { ns, element, empty } => {
                 let local = String::from_utf8_lossy(element.local_name().into_inner()).into_owned();
                 let depth = stack.len() + 1;
-                for attr in element.attributes() {
-                    let attr = attr.map_err(|_| Error::SamlMalformed("a malformed attribute"))?;
-                    if matches!(
-                        attr.key.local_name().as_ref(),
-                        b"ID" | b"Id" | b"id" | b"AssertionID"
-                    ) {
-                        let value = attr
-                            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                            .map_err(|_| Error::SamlMalformed("a malformed attribute"))?;
-                        if !ids.insert(value.into_owned()) {
-                            return Err(Error::SamlStructure("an ID value is used twice"));
-                        }
-                    }
-                }
+                collect_ids(&element, &mut ids)?;
                 let id = attribute(&element, "ID")?;
                 if depth == 1 {
                     if seen_root {
@@ -459,44 +537,7 @@ pub(crate) fn check_response_shape(xml: &str) -> Result<Shape, Error> {
                                 references: Vec::new(),
                             });
                         }
-                        "Reference" => match signature.as_mut() {
-                            Some(s) => s.references.push(attribute(&element, "URI")?),
-                            None => return Err(Error::SamlStructure("a stray Reference")),
-                        },
-                        "Transform" => {
-                            let a = attribute(&element, "Algorithm")?;
-                            if !matches!(a.as_deref(), Some(ENVELOPED | EXC_C14N)) {
-                                return Err(Error::SamlStructure(
-                                    "a transform that is not allowed",
-                                ));
-                            }
-                        }
-                        "CanonicalizationMethod" => {
-                            let a = attribute(&element, "Algorithm")?;
-                            if a.as_deref() != Some(EXC_C14N) {
-                                return Err(Error::SamlStructure(
-                                    "a canonicalization other than exclusive c14n",
-                                ));
-                            }
-                        }
-                        "DigestMethod" => {
-                            let a = attribute(&element, "Algorithm")?;
-                            if !a.as_deref().is_some_and(|a| DIGESTS.contains(&a)) {
-                                return Err(Error::SamlSignatureAlgorithm);
-                            }
-                        }
-                        "SignatureMethod" => {
-                            let a = attribute(&element, "Algorithm")?;
-                            if !a.as_deref().is_some_and(|a| SIGNATURE_METHODS.contains(&a)) {
-                                return Err(Error::SamlSignatureAlgorithm);
-                            }
-                        }
-                        "Object" | "Manifest" | "RetrievalMethod" => {
-                            return Err(Error::SamlStructure(
-                                "a signature with an Object, Manifest or RetrievalMethod",
-                            ));
-                        }
-                        _ => {}
+                        _ => check_signature_part(&local, &element, signature.as_mut())?,
                     }
                 }
                 if empty {
@@ -508,20 +549,8 @@ pub(crate) fn check_response_shape(xml: &str) -> Result<Shape, Error> {
                 }
             }
             Item::End => {
-                let depth = stack.len();
+                end_signature(&mut signature, stack.len())?;
                 stack.pop();
-                if let Some(s) = signature.as_ref().filter(|s| s.depth == depth) {
-                    let expected = s.parent_id.as_ref().map(|id| format!("#{id}"));
-                    match s.references.as_slice() {
-                        [Some(uri)] if Some(uri) == expected.as_ref() => {}
-                        _ => {
-                            return Err(Error::SamlStructure(
-                                "a signature must have one reference, to its parent",
-                            ));
-                        }
-                    }
-                    signature = None;
-                }
             }
             Item::Text(_) => {}
             Item::Eof => break,
@@ -529,6 +558,134 @@ pub(crate) fn check_response_shape(xml: &str) -> Result<Shape, Error> {
     }
     if !seen_root || !stack.is_empty() {
         return Err(Error::SamlMalformed("not well-formed XML"));
+    }
+    Ok(shape)
+}
+
+/// What the structure check found in a SOAP envelope carrying a `samlp:LogoutRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LogoutShape {
+    pub(crate) request_id: String,
+    pub(crate) signed: bool,
+}
+
+/// The structure check of a SOAP 1.1 envelope carrying an IdP's `samlp:LogoutRequest`
+/// (SAML SOAP binding), against signature wrapping, before xmlsec: the root is
+/// `soap:Envelope`; it holds an optional empty `soap:Header` (no header block: none is
+/// understood, so none may be required) and one `soap:Body`, whose only element is a
+/// `samlp:LogoutRequest` with an ID; a `ds:Signature` only as a direct child of that
+/// request, at most one, with exactly one `Reference` to the request's ID and the same
+/// algorithm and transform allow-lists as a Response's; no assertion anywhere; no ID value
+/// twice; bounded depth and element count. Envelope-level refusals are
+/// [`Error::SamlSoap`].
+pub(crate) fn check_soap_logout_shape(xml: &str) -> Result<LogoutShape, Error> {
+    let mut reader = Limited::new(xml);
+    let mut stack: Vec<Open> = Vec::new();
+    let mut shape = LogoutShape::default();
+    let mut ids = HashSet::new();
+    let mut signature: Option<SignatureState> = None;
+    let (mut seen_root, mut seen_header, mut seen_body, mut seen_request) =
+        (false, false, false, false);
+    loop {
+        match reader.next()? {
+            Item::Start { ns, element, empty } => {
+                let local = String::from_utf8_lossy(element.local_name().into_inner()).into_owned();
+                let depth = stack.len() + 1;
+                collect_ids(&element, &mut ids)?;
+                let id = attribute(&element, "ID")?;
+                let parent = stack.last();
+                match depth {
+                    1 => {
+                        if seen_root {
+                            return Err(Error::SamlMalformed("content after the root element"));
+                        }
+                        seen_root = true;
+                        if !(ns == NS_SOAP && local == "Envelope") {
+                            return Err(Error::SamlSoap("the root is not a SOAP 1.1 Envelope"));
+                        }
+                    }
+                    2 => match (ns == NS_SOAP, local.as_str()) {
+                        (true, "Header") if !seen_header && !seen_body => seen_header = true,
+                        (true, "Body") if !seen_body => seen_body = true,
+                        _ => {
+                            return Err(Error::SamlSoap(
+                                "the Envelope holds something other than a Header and a Body",
+                            ));
+                        }
+                    },
+                    3 if parent.is_some_and(|p| p.local == "Header") => {
+                        return Err(Error::SamlSoap("a SOAP header block"));
+                    }
+                    3 => {
+                        if seen_request {
+                            return Err(Error::SamlSoap(
+                                "the SOAP Body holds more than one element",
+                            ));
+                        }
+                        seen_request = true;
+                        if !(ns == NS_PROTOCOL && local == "LogoutRequest") {
+                            return Err(Error::SamlSoap("the SOAP Body holds no LogoutRequest"));
+                        }
+                        shape.request_id = id
+                            .clone()
+                            .filter(|i| !i.is_empty())
+                            .ok_or(Error::SamlStructure("the LogoutRequest has no ID"))?;
+                    }
+                    _ => {}
+                }
+                if ns == NS_ASSERTION
+                    && matches!(local.as_str(), "Assertion" | "EncryptedAssertion")
+                {
+                    return Err(Error::SamlStructure("an assertion in a LogoutRequest"));
+                }
+                if ns == NS_DSIG {
+                    if local == "Signature" {
+                        if signature.is_some() {
+                            return Err(Error::SamlStructure("a signature inside a signature"));
+                        }
+                        let on_request = depth == 4
+                            && parent
+                                .is_some_and(|p| p.ns == NS_PROTOCOL && p.local == "LogoutRequest");
+                        if !on_request {
+                            return Err(Error::SamlStructure(
+                                "a signature outside the LogoutRequest",
+                            ));
+                        }
+                        if shape.signed {
+                            return Err(Error::SamlStructure(
+                                "more than one signature on an element",
+                            ));
+                        }
+                        shape.signed = true;
+                        signature = Some(SignatureState {
+                            parent_id: parent.and_then(|p| p.id.clone()),
+                            depth,
+                            references: Vec::new(),
+                        });
+                        if empty {
+                            return Err(Error::SamlStructure("an empty signature"));
+                        }
+                    } else {
+                        check_signature_part(&local, &element, signature.as_mut())?;
+                    }
+                }
+                if !empty {
+                    stack.push(Open { ns, local, id });
+                }
+            }
+            Item::End => {
+                end_signature(&mut signature, stack.len())?;
+                stack.pop();
+            }
+            Item::Text(_) => {}
+            Item::Eof => break,
+        }
+    }
+    if !seen_root || !stack.is_empty() {
+        return Err(Error::SamlMalformed("not well-formed XML"));
+    }
+    if !seen_request {
+        return Err(Error::SamlSoap("the SOAP Body holds no LogoutRequest"));
     }
     Ok(shape)
 }
