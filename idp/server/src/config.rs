@@ -278,8 +278,9 @@ pub struct OidcConfig {
     /// (`tls_client_auth`, RFC 8705). Empty: no mTLS clients.
     #[serde(default)]
     pub mtls_client_cas: Vec<PathBuf>,
-    /// PEM files of CAs trusted, besides the system's roots, for HTTPS to relying parties'
-    /// `backchannel_logout_uri` (an internal CA, or the test PKI's TLS root in the demo).
+    /// PEM files of CAs trusted, besides the system's roots, for HTTPS to relying parties:
+    /// OIDC `backchannel_logout_uri`, SAML SOAP logout and metadata URLs (an internal CA,
+    /// or the test PKI's TLS root in the demo).
     #[serde(default)]
     pub backchannel_ca_files: Vec<PathBuf>,
     /// Clients registered by configuration (applied to the database at every start).

@@ -594,11 +594,8 @@ pub async fn prepare(
     let (Some(config), Some(loaded)) = (&runtime.config.saml, &runtime.saml) else {
         return Ok(None);
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| StartError::Saml(e.to_string()))?;
+    let http = crate::serve::outbound_client(runtime, Duration::from_secs(10))
+        .map_err(StartError::Saml)?;
     let now = OffsetDateTime::now_utc();
     let stored = |r: &idp_core::store::SpRecord| (r.metadata.clone(), r.settings.clone());
     let before: std::collections::BTreeMap<String, (String, String)> = stores

@@ -238,19 +238,7 @@ async fn prepare_oidc(
     let discovery = crate::oidc::discovery_document(&issuer, &login_url, &config.signing_algs)
         .map_err(StartError::Keys)?;
     let rp_cas = Arc::new(tls::RpClientCas::new(&runtime.mtls_client_cas)?);
-    let mut extra_roots = Vec::new();
-    for der in &runtime.backchannel_cas {
-        extra_roots.push(
-            reqwest::Certificate::from_der(der)
-                .map_err(|e| StartError::Keys(format!("oidc.backchannel_ca_files: {e}")))?,
-        );
-    }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_certs_merge(extra_roots)
-        .build()
-        .map_err(|e| StartError::Keys(e.to_string()))?;
+    let http = outbound_client(runtime, Duration::from_secs(5)).map_err(StartError::Keys)?;
     Ok(OidcState {
         provider,
         discovery,
@@ -258,6 +246,24 @@ async fn prepare_oidc(
         http,
         key_retention,
     })
+}
+
+/// The client for HTTPS to relying parties (back-channel logout, SAML metadata URLs):
+/// no redirects followed, the system's roots plus `oidc.backchannel_ca_files`.
+pub fn outbound_client(runtime: &Runtime, timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut extra_roots = Vec::new();
+    for der in &runtime.backchannel_cas {
+        extra_roots.push(
+            reqwest::Certificate::from_der(der)
+                .map_err(|e| format!("oidc.backchannel_ca_files: {e}"))?,
+        );
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_merge(extra_roots)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Runs both listeners until the process is stopped.
