@@ -18,7 +18,6 @@ use hpki_rp_kit::{
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use harness::{Browser, Leg, Pki, Server, ServerOptions, browse, pki, start};
 
@@ -527,63 +526,10 @@ async fn a_replayed_or_mixed_up_authorization_response_is_refused() {
     }
 }
 
-/// Receives back-channel logout POSTs on a loopback port; each body's `logout_token`
-/// arrives on the channel.
-async fn logout_receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = stream.read(&mut chunk).await.unwrap_or(0);
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if body.len() >= length {
-                            let _ = stream
-                                .write_all(
-                                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                                )
-                                .await;
-                            let url = reqwest::Url::parse(&format!("http://x/?{body}")).unwrap();
-                            if let Some((_, token)) =
-                                url.query_pairs().find(|(k, _)| k == "logout_token")
-                            {
-                                let _ = tx.send(token.into_owned());
-                            }
-                            return;
-                        }
-                    }
-                    if n == 0 {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, rx)
-}
-
 #[tokio::test]
 async fn back_channel_logout_tokens_are_accepted_once_and_only_where_they_belong() {
     let pki = pki();
-    let (port, mut received) = logout_receiver().await;
+    let (port, mut received) = harness::logout_receiver(Vec::new()).await;
     let server = server_with(
         pki,
         &format!(

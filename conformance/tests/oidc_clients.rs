@@ -14,7 +14,6 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use harness::{
     Browser, Leg, Pki, Server, ServerOptions, browse, client, client_with, location, pki, start,
@@ -330,45 +329,6 @@ pre_approved = true
     assert_eq!(info, serde_json::json!({"active": false}));
 }
 
-/// Receives one back-channel logout POST; returns its body.
-async fn logout_receiver() -> (u16, tokio::task::JoinHandle<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut chunk).await.unwrap();
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).to_string();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .unwrap_or(0);
-                if body.len() >= length {
-                    stream
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        )
-                        .await
-                        .unwrap();
-                    return body.to_owned();
-                }
-            }
-            if n == 0 {
-                return String::new();
-            }
-        }
-    });
-    (port, task)
-}
-
 fn jwt_claims(jwt: &str) -> serde_json::Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(
@@ -382,7 +342,7 @@ fn jwt_claims(jwt: &str) -> serde_json::Value {
 #[tokio::test]
 async fn logout_reaches_relying_parties_by_back_channel_and_rp_initiated_logout_redirects() {
     let pki = pki();
-    let (port, received) = logout_receiver().await;
+    let (port, mut received) = harness::logout_receiver(Vec::new()).await;
     let secret = "logout-rp-secret-0123456789";
     let server = start(
         pki,
@@ -429,11 +389,11 @@ pre_approved = true
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response), "https://rp.example/bye?state=st");
     // The RP got a logout token for this session.
-    let body = tokio::time::timeout(std::time::Duration::from_secs(10), received)
+    let token = tokio::time::timeout(std::time::Duration::from_secs(10), received.recv())
         .await
         .expect("a back-channel logout arrives")
         .unwrap();
-    let token = body.strip_prefix("logout_token=").expect("form body");
+    let token = token.as_str();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
     let claims = jwt_claims(token);
@@ -751,4 +711,85 @@ fn admin_records(server: &Server) -> Vec<(String, String, Option<String>)> {
             )
         })
         .collect()
+}
+
+/// A relying party whose back-channel endpoint answers `statuses` in turn, logged in
+/// with a token issued; then the doctor logs out at the IdP.
+async fn logout_with_receiver_answering(
+    statuses: Vec<u16>,
+) -> (Server, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let pki = pki();
+    let (port, received) = harness::logout_receiver(statuses).await;
+    let secret = "retry-rp-secret-0123456789";
+    let server = start(
+        pki,
+        ServerOptions {
+            oidc_extra: format!(
+                r#"
+[[oidc.clients]]
+client_id = "retry-rp"
+name = "Retry RP"
+secret_sha256 = "{digest}"
+auth_method = "client_secret_basic"
+redirect_uris = ["{REDIRECT}"]
+backchannel_logout_uri = "http://127.0.0.1:{port}/backchannel"
+scopes = ["openid", "profile"]
+pre_approved = true
+"#,
+                digest = hex::encode(Sha256::digest(secret))
+            ),
+            ..ServerOptions::default()
+        },
+    );
+    let http = client(pki, None);
+    let (code, session) = code_and_session(&server, pki, "retry-rp").await;
+    let (status, tokens) = post_form(
+        &http,
+        &server.public("/token"),
+        &code_form(&code),
+        Some(("retry-rp", secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let response = http
+        .post(server.public("/logout"))
+        .header(reqwest::header::COOKIE, &session)
+        .header(reqwest::header::ORIGIN, server.public(""))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_redirection() || response.status() == 200);
+    (server, received)
+}
+
+async fn next_token(received: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(15), received.recv())
+        .await
+        .expect("a back-channel logout attempt arrives")
+        .expect("the receiver runs")
+}
+
+#[tokio::test]
+async fn a_back_channel_logout_is_tried_again_after_server_errors_not_after_a_refusal() {
+    // Two 503s, then 200: three attempts with the same token.
+    let (server, mut received) = logout_with_receiver_answering(vec![503, 503]).await;
+    let first = next_token(&mut received).await;
+    assert_eq!(next_token(&mut received).await, first);
+    assert_eq!(next_token(&mut received).await, first);
+    let mut delivered = false;
+    for _ in 0..50 {
+        if server.log().contains("back-channel logout delivered") {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "{}", server.log());
+
+    // A 400 (the RP refuses the token) is final: no second attempt within the retry pause.
+    let (server, mut received) = logout_with_receiver_answering(vec![400]).await;
+    next_token(&mut received).await;
+    let again = tokio::time::timeout(std::time::Duration::from_secs(3), received.recv()).await;
+    assert!(again.is_err(), "a refused logout token is not sent again");
+    assert!(server.log().contains("back-channel logout refused"));
 }

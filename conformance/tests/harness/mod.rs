@@ -911,3 +911,67 @@ pub async fn fetch_text(pki: &Pki, url: &str) -> String {
         .await
         .unwrap()
 }
+
+/// A relying party's back-channel logout endpoint on a loopback port (plain HTTP): the
+/// n-th POST is answered with `statuses[n]` (200 beyond the list), and the `logout_token`
+/// of every POST arrives on the channel, refused ones included.
+#[allow(dead_code)]
+pub async fn logout_receiver(
+    statuses: Vec<u16>,
+) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (tx, answered, statuses) = (tx.clone(), answered.clone(), statuses.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            let nth = answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let status = statuses.get(nth).copied().unwrap_or(200);
+                            let _ = stream
+                                .write_all(
+                                    format!(
+                                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                                    )
+                                    .as_bytes(),
+                                )
+                                .await;
+                            let url = reqwest::Url::parse(&format!("http://x/?{body}")).unwrap();
+                            if let Some((_, token)) =
+                                url.query_pairs().find(|(k, _)| k == "logout_token")
+                            {
+                                let _ = tx.send(token.into_owned());
+                            }
+                            return;
+                        }
+                    }
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}

@@ -999,34 +999,56 @@ async fn end_session_with(
     response
 }
 
+/// Delivery attempts of one back-channel logout: at once, then after these pauses.
+const BACKCHANNEL_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(4)];
+
 /// Delivers back-channel logout tokens (OIDC Back-Channel Logout 1.0 §2.5) in the
-/// background: each RP gets one POST with a short timeout; failures are logged.
+/// background: each RP gets a POST with a short timeout, tried again after a transport
+/// failure or a 5xx/429 answer (the same token: it lives two minutes), not after another
+/// refusal (§2.8: the RP says the token is bad). The outcome is logged.
 pub fn deliver_backchannel(state: &AppState, logouts: Vec<BackchannelLogout>) {
     for logout in logouts {
         let http = state.oidc.http.clone();
         tokio::spawn(async move {
-            let outcome = http
-                .post(&logout.uri)
-                .header(header::CACHE_CONTROL.as_str(), "no-store")
-                .header(
-                    header::CONTENT_TYPE.as_str(),
-                    "application/x-www-form-urlencoded",
-                )
-                .body(format!(
-                    "logout_token={}",
-                    percent_encode(&logout.logout_token)
-                ))
-                .send()
-                .await;
-            match outcome {
-                Ok(r) if r.status().is_success() => {
-                    tracing::info!(client = logout.client_id, "back-channel logout delivered");
-                }
-                Ok(r) => {
-                    tracing::warn!(client = logout.client_id, status = %r.status(), "back-channel logout refused")
-                }
-                Err(e) => {
-                    tracing::warn!(client = logout.client_id, error = %e, "back-channel logout failed")
+            let mut pauses = BACKCHANNEL_RETRY_PAUSES.iter();
+            loop {
+                let outcome = http
+                    .post(&logout.uri)
+                    .header(header::CACHE_CONTROL.as_str(), "no-store")
+                    .header(
+                        header::CONTENT_TYPE.as_str(),
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(format!(
+                        "logout_token={}",
+                        percent_encode(&logout.logout_token)
+                    ))
+                    .send()
+                    .await;
+                let retry = match &outcome {
+                    Ok(r) if r.status().is_success() => {
+                        tracing::info!(client = logout.client_id, "back-channel logout delivered");
+                        return;
+                    }
+                    Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
+                    Err(_) => true,
+                };
+                match (retry, pauses.next()) {
+                    (true, Some(pause)) => {
+                        tracing::info!(client = logout.client_id, "back-channel logout: trying again");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    _ => {
+                        match outcome {
+                            Ok(r) => {
+                                tracing::warn!(client = logout.client_id, status = %r.status(), "back-channel logout refused")
+                            }
+                            Err(e) => {
+                                tracing::warn!(client = logout.client_id, error = %e, "back-channel logout failed")
+                            }
+                        }
+                        return;
+                    }
                 }
             }
         });
