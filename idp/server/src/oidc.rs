@@ -1035,7 +1035,10 @@ pub fn deliver_backchannel(state: &AppState, logouts: Vec<BackchannelLogout>) {
                 };
                 match (retry, pauses.next()) {
                     (true, Some(pause)) => {
-                        tracing::info!(client = logout.client_id, "back-channel logout: trying again");
+                        tracing::info!(
+                            client = logout.client_id,
+                            "back-channel logout: trying again"
+                        );
                         tokio::time::sleep(*pause).await;
                     }
                     _ => {
