@@ -20,10 +20,9 @@
 use std::fmt;
 
 use openidconnect::SubjectIdentifier;
-use samael::crypto::{CertificateDer, Crypto, CryptoProvider, ReduceMode};
 use time::OffsetDateTime;
 
-use super::response::{ALLOWED, issuer_ok, time_attr};
+use super::response::{issuer_ok, signed_by_idp, time_attr};
 use super::xml::{self, NS_ASSERTION, NS_PROTOCOL, NS_SOAP, Writer};
 use super::{
     PROTOCOL, ReplayVerdict, STATUS_REQUEST_DENIED, STATUS_REQUESTER, STATUS_RESPONDER,
@@ -118,21 +117,8 @@ fn validate(
     if !shape.signed {
         return Err(Error::SamlUnsigned);
     }
-    let certificates: Vec<CertificateDer> = sp
-        .idp
-        .certificates
-        .iter()
-        .map(|c| CertificateDer::from(c.clone()))
-        .collect();
-    let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-        text,
-        &certificates,
-        ReduceMode::PreDigest,
-        Some(ALLOWED),
-    )
-    .map_err(|_| Error::SamlSignature)?;
     // Only what xmlsec digested is read, and it must be the request the check saw.
-    let request = xml::parse(&signed)?;
+    let request = signed_by_idp(sp, text)?;
     if !request.is(NS_PROTOCOL, "LogoutRequest") || request.attr("ID") != Some(&shape.request_id) {
         return Err(Error::SamlStructure(
             "the signed element is not the LogoutRequest",

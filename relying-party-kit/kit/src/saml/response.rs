@@ -29,6 +29,26 @@ use crate::{Doctor, Error};
 
 /// Signature algorithms accepted (each also restricts its digest to its own family, so
 /// SHA-1 is refused).
+/// Verifies every signature of `text` with the IdP's metadata certificates only (never a
+/// `KeyInfo` of the message) and the [`ALLOWED`] algorithms, and parses only the bytes
+/// xmlsec digested. The caller checks that they are the element its shape check saw.
+pub(super) fn signed_by_idp(sp: &SamlServiceProvider, text: &str) -> Result<Element, Error> {
+    let certificates: Vec<CertificateDer> = sp
+        .idp
+        .certificates
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+        text,
+        &certificates,
+        ReduceMode::PreDigest,
+        Some(ALLOWED),
+    )
+    .map_err(|_| Error::SamlSignature)?;
+    xml::parse(&signed)
+}
+
 pub(super) const ALLOWED: &[AllowedSignatureAlgorithm] = &[
     AllowedSignatureAlgorithm::RsaSha256,
     AllowedSignatureAlgorithm::RsaSha384,
@@ -76,21 +96,8 @@ fn verify(sp: &SamlServiceProvider, encoded: &str) -> Result<Verified, Error> {
         None if !shape.response_signed => return Err(Error::SamlUnsigned),
         _ => {}
     }
-    let certificates: Vec<CertificateDer> = sp
-        .idp
-        .certificates
-        .iter()
-        .map(|c| CertificateDer::from(c.clone()))
-        .collect();
-    let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-        text,
-        &certificates,
-        ReduceMode::PreDigest,
-        Some(ALLOWED),
-    )
-    .map_err(|_| Error::SamlSignature)?;
     // What xmlsec digested is read, and it must be the element the structure check saw.
-    let signed = xml::parse(&signed)?;
+    let signed = signed_by_idp(sp, text)?;
     let assertion_of = |parent: &Element| -> Result<Option<Element>, Error> {
         let mut found = parent.children(NS_ASSERTION, "Assertion");
         let first = found.next().cloned();
