@@ -342,39 +342,13 @@ fn jwt_claims(jwt: &str) -> serde_json::Value {
 #[tokio::test]
 async fn logout_reaches_relying_parties_by_back_channel_and_rp_initiated_logout_redirects() {
     let pki = pki();
-    let (port, mut received) = harness::logout_receiver(Vec::new()).await;
-    let secret = "logout-rp-secret-0123456789";
-    let server = start(
-        pki,
-        ServerOptions {
-            oidc_extra: format!(
-                r#"
-[[oidc.clients]]
-client_id = "bc-rp"
-name = "Back-channel RP"
-secret_sha256 = "{digest}"
-auth_method = "client_secret_basic"
-redirect_uris = ["{REDIRECT}"]
-post_logout_redirect_uris = ["https://rp.example/bye"]
-backchannel_logout_uri = "http://127.0.0.1:{port}/backchannel"
-scopes = ["openid", "profile"]
-pre_approved = true
-"#,
-                digest = hex::encode(Sha256::digest(secret))
-            ),
-            ..ServerOptions::default()
-        },
-    );
+    let BackchannelRp {
+        server,
+        mut received,
+        session,
+        tokens,
+    } = backchannel_rp(Vec::new()).await;
     let http = client(pki, None);
-    let (code, session) = code_and_session(&server, pki, "bc-rp").await;
-    let (status, tokens) = post_form(
-        &http,
-        &server.public("/token"),
-        &code_form(&code),
-        Some(("bc-rp", secret)),
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
     let id_token = tokens["id_token"].as_str().unwrap().to_owned();
     let id_claims = jwt_claims(&id_token);
     // RP-initiated logout with the ID token as hint: straight to the registered URI.
@@ -713,25 +687,33 @@ fn admin_records(server: &Server) -> Vec<(String, String, Option<String>)> {
         .collect()
 }
 
-/// A relying party whose back-channel endpoint answers `statuses` in turn, logged in
-/// with a token issued; then the doctor logs out at the IdP.
-async fn logout_with_receiver_answering(
-    statuses: Vec<u16>,
-) -> (Server, tokio::sync::mpsc::UnboundedReceiver<String>) {
+/// A relying party with a back-channel logout endpoint that answers `statuses` in turn
+/// (`harness::logout_receiver`), and a doctor's IdP session in which it received tokens.
+struct BackchannelRp {
+    server: Server,
+    received: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// The IdP session cookie.
+    session: String,
+    /// The token response.
+    tokens: serde_json::Value,
+}
+
+async fn backchannel_rp(statuses: Vec<u16>) -> BackchannelRp {
     let pki = pki();
     let (port, received) = harness::logout_receiver(statuses).await;
-    let secret = "retry-rp-secret-0123456789";
+    let secret = "logout-rp-secret-0123456789";
     let server = start(
         pki,
         ServerOptions {
             oidc_extra: format!(
                 r#"
 [[oidc.clients]]
-client_id = "retry-rp"
-name = "Retry RP"
+client_id = "bc-rp"
+name = "Back-channel RP"
 secret_sha256 = "{digest}"
 auth_method = "client_secret_basic"
 redirect_uris = ["{REDIRECT}"]
+post_logout_redirect_uris = ["https://rp.example/bye"]
 backchannel_logout_uri = "http://127.0.0.1:{port}/backchannel"
 scopes = ["openid", "profile"]
 pre_approved = true
@@ -741,25 +723,33 @@ pre_approved = true
             ..ServerOptions::default()
         },
     );
-    let http = client(pki, None);
-    let (code, session) = code_and_session(&server, pki, "retry-rp").await;
+    let (code, session) = code_and_session(&server, pki, "bc-rp").await;
     let (status, tokens) = post_form(
-        &http,
+        &client(pki, None),
         &server.public("/token"),
         &code_form(&code),
-        Some(("retry-rp", secret)),
+        Some(("bc-rp", secret)),
     )
     .await;
     assert_eq!(status, 200, "{tokens}");
-    let response = http
-        .post(server.public("/logout"))
-        .header(reqwest::header::COOKIE, &session)
-        .header(reqwest::header::ORIGIN, server.public(""))
+    BackchannelRp {
+        server,
+        received,
+        session,
+        tokens,
+    }
+}
+
+/// The doctor logs out at the IdP (its logout form).
+async fn logout_at_the_idp(rp: &BackchannelRp) {
+    let response = client(pki(), None)
+        .post(rp.server.public("/logout"))
+        .header(reqwest::header::COOKIE, &rp.session)
+        .header(reqwest::header::ORIGIN, rp.server.public(""))
         .send()
         .await
         .unwrap();
     assert!(response.status().is_redirection() || response.status() == 200);
-    (server, received)
 }
 
 async fn next_token(received: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
@@ -772,24 +762,26 @@ async fn next_token(received: &mut tokio::sync::mpsc::UnboundedReceiver<String>)
 #[tokio::test]
 async fn a_back_channel_logout_is_tried_again_after_server_errors_not_after_a_refusal() {
     // Two 503s, then 200: three attempts with the same token.
-    let (server, mut received) = logout_with_receiver_answering(vec![503, 503]).await;
-    let first = next_token(&mut received).await;
-    assert_eq!(next_token(&mut received).await, first);
-    assert_eq!(next_token(&mut received).await, first);
+    let mut rp = backchannel_rp(vec![503, 503]).await;
+    logout_at_the_idp(&rp).await;
+    let first = next_token(&mut rp.received).await;
+    assert_eq!(next_token(&mut rp.received).await, first);
+    assert_eq!(next_token(&mut rp.received).await, first);
     let mut delivered = false;
     for _ in 0..50 {
-        if server.log().contains("back-channel logout delivered") {
+        if rp.server.log().contains("back-channel logout delivered") {
             delivered = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(delivered, "{}", server.log());
+    assert!(delivered, "{}", rp.server.log());
 
     // A 400 (the RP refuses the token) is final: no second attempt within the retry pause.
-    let (server, mut received) = logout_with_receiver_answering(vec![400]).await;
-    next_token(&mut received).await;
-    let again = tokio::time::timeout(std::time::Duration::from_secs(3), received.recv()).await;
+    let mut rp = backchannel_rp(vec![400]).await;
+    logout_at_the_idp(&rp).await;
+    next_token(&mut rp.received).await;
+    let again = tokio::time::timeout(std::time::Duration::from_secs(3), rp.received.recv()).await;
     assert!(again.is_err(), "a refused logout token is not sent again");
-    assert!(server.log().contains("back-channel logout refused"));
+    assert!(rp.server.log().contains("back-channel logout refused"));
 }
