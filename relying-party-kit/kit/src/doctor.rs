@@ -146,7 +146,7 @@ pub struct Doctor {
 impl Doctor {
     /// The doctor as the ID token describes them.
     pub fn from_login(login: &Login) -> Self {
-        Self::read(
+        Self::from_claims(
             login.subject.clone(),
             &login.id_token_claims,
             login.acr.clone(),
@@ -157,7 +157,7 @@ impl Doctor {
 
     /// The doctor from a refreshed ID token.
     pub fn from_id_token(id_token: &VerifiedIdToken) -> Self {
-        Self::read(
+        Self::from_claims(
             id_token.subject.clone(),
             &id_token.claims,
             id_token.acr.clone(),
@@ -173,7 +173,7 @@ impl Doctor {
         if userinfo.subject != login.subject {
             return Err(Error::SubjectMismatch);
         }
-        let from_userinfo = Self::read(
+        let from_userinfo = Self::from_claims(
             login.subject.clone(),
             &userinfo.claims,
             None,
@@ -230,19 +230,9 @@ impl Doctor {
         self.hpki_role == Some(HcRole::MedicalDoctor)
     }
 
-    /// The doctor from released claims named by `idp_vocabulary::claim` (e.g. mapped from
-    /// a validated SAML assertion's attributes).
+    /// The doctor from released claims named by `idp_vocabulary::claim` (an ID token's,
+    /// userinfo's, or a validated SAML assertion's attributes mapped to claims).
     pub(crate) fn from_claims(
-        subject: SubjectIdentifier,
-        claims: &Claims,
-        acr: Option<AuthenticationContextClass>,
-        amr: Vec<AuthenticationMethodReference>,
-        auth_time: Option<OffsetDateTime>,
-    ) -> Self {
-        Self::read(subject, claims, acr, amr, auth_time)
-    }
-
-    fn read(
         subject: SubjectIdentifier,
         claims: &Claims,
         acr: Option<AuthenticationContextClass>,

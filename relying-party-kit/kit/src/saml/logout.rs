@@ -22,11 +22,11 @@ use std::fmt;
 use openidconnect::SubjectIdentifier;
 use time::OffsetDateTime;
 
-use super::response::{issuer_ok, signed_by_idp, time_attr};
+use super::response::{ReplayCheck, issuer_ok, signed_by_idp, time_attr};
 use super::xml::{self, NS_ASSERTION, NS_PROTOCOL, NS_SOAP, Writer};
 use super::{
-    PROTOCOL, ReplayVerdict, STATUS_REQUEST_DENIED, STATUS_REQUESTER, STATUS_RESPONDER,
-    STATUS_SUCCESS, SamlNameId, SamlServiceProvider, instant, new_id,
+    PROTOCOL, STATUS_REQUEST_DENIED, STATUS_REQUESTER, STATUS_RESPONDER, STATUS_SUCCESS,
+    SamlNameId, SamlServiceProvider, instant, new_id,
 };
 use crate::{Error, LogoutNotice};
 
@@ -86,13 +86,6 @@ pub enum SamlLogoutStatus {
     Refused,
     /// `Responder`: the replay cache or the session store failed.
     Unavailable,
-}
-
-/// What the replay cache must still accept: the request's key, until when, and now.
-struct ReplayCheck {
-    key: String,
-    keep_until: OffsetDateTime,
-    now: OffsetDateTime,
 }
 
 /// Steps 1–4.
@@ -208,15 +201,8 @@ impl SamlServiceProvider {
     /// [`Self::soap_logout_response`] and [`SamlLogoutStatus::Refused`].
     pub async fn verify_soap_logout(&self, body: &[u8]) -> Result<SamlLogoutRequest, Error> {
         let (request, replay) = validate(self, body)?;
-        match self
-            .replay
-            .check_and_remember(&replay.key, replay.keep_until, replay.now)
-            .await
-        {
-            ReplayVerdict::Fresh => Ok(request),
-            ReplayVerdict::Replayed => Err(Error::SamlReplay),
-            ReplayVerdict::Unavailable => Err(Error::SamlReplayCacheUnavailable),
-        }
+        self.use_once(&replay).await?;
+        Ok(request)
     }
 
     /// The SOAP envelope answering a back-channel LogoutRequest (HTTP 200, `text/xml`):

@@ -773,12 +773,19 @@ impl SamlServiceProvider {
         saml_response: &str,
     ) -> Result<SamlLogin, Error> {
         let (login, replay) = response::validate(self, pending, saml_response)?;
+        self.use_once(&replay).await?;
+        Ok(login)
+    }
+
+    /// The last check of every message: its ID accepted once (a refused message never
+    /// reaches here, so it is never remembered).
+    async fn use_once(&self, check: &response::ReplayCheck) -> Result<(), Error> {
         match self
             .replay
-            .check_and_remember(&replay.key, replay.keep_until, replay.now)
+            .check_and_remember(&check.key, check.keep_until, check.now)
             .await
         {
-            ReplayVerdict::Fresh => Ok(login),
+            ReplayVerdict::Fresh => Ok(()),
             ReplayVerdict::Replayed => Err(Error::SamlReplay),
             ReplayVerdict::Unavailable => Err(Error::SamlReplayCacheUnavailable),
         }

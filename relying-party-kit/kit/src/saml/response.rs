@@ -168,12 +168,12 @@ fn check_in_response_to(
     }
 }
 
-/// What the replay cache must still accept before a validated response may be used: the
-/// assertion's key, until when to remember it, and the time of the check.
+/// What the replay cache must still accept before a validated message may be used: its
+/// key, until when to remember it, and the time of the check.
 pub(super) struct ReplayCheck {
-    pub key: String,
-    pub keep_until: OffsetDateTime,
-    pub now: OffsetDateTime,
+    pub(super) key: String,
+    pub(super) keep_until: OffsetDateTime,
+    pub(super) now: OffsetDateTime,
 }
 
 /// Every check but the replay cache, which the caller consults last (and asynchronously:
