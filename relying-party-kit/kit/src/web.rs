@@ -36,7 +36,7 @@ use actix_web::body::EitherBody;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::{StatusCode, header};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use idp_vocabulary::hpki::HcRole;
@@ -581,11 +581,22 @@ impl SignedIn {
     }
 }
 
+/// The session [`RequireRole`] already looked up for this request, so that the handler's
+/// extractor does not read the store a second time.
+#[derive(Clone)]
+struct LookedUp {
+    id: String,
+    session: Session,
+}
+
 async fn signed_in(req: &HttpRequest) -> Result<SignedIn, WebError> {
     let rp = req
         .app_data::<web::Data<RelyingParty>>()
         .cloned()
         .ok_or(WebError::NotConfigured)?;
+    if let Some(LookedUp { id, session }) = req.extensions_mut().remove::<LookedUp>() {
+        return Ok(SignedIn { rp, id, session });
+    }
     match rp.session_of(req).await {
         Ok(Some((id, session))) => Ok(SignedIn { rp, id, session }),
         Ok(None) => {
@@ -695,6 +706,10 @@ where
                         .as_ref()
                         .is_some_and(|r| roles.contains(r)) =>
                 {
+                    req.extensions_mut().insert(LookedUp {
+                        id: s.id,
+                        session: s.session,
+                    });
                     return service.call(req).await.map(|r| r.map_into_left_body());
                 }
                 Ok(_) => WebError::RoleNotPermitted {
@@ -1506,6 +1521,97 @@ mod tests {
         .await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
         assert_eq!(res.headers().get(header::LOCATION).unwrap(), "/");
+    }
+
+    /// A store that counts its reads.
+    #[derive(Debug, Default)]
+    struct CountingSessions {
+        inner: MemorySessions,
+        gets: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SessionStore for CountingSessions {
+        async fn insert(&self, id: &str, session: Session) -> Result<(), Error> {
+            self.inner.insert(id, session).await
+        }
+        async fn get(&self, id: &str) -> Result<Option<Session>, Error> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(id).await
+        }
+        async fn update(&self, id: &str, session: Session) -> Result<(), Error> {
+            self.inner.update(id, session).await
+        }
+        async fn remove(&self, id: &str) -> Result<(), Error> {
+            self.inner.remove(id).await
+        }
+        async fn remove_named(&self, notice: &crate::LogoutNotice) -> Result<usize, Error> {
+            self.inner.remove_named(notice).await
+        }
+        async fn remove_expired(
+            &self,
+            created_before: OffsetDateTime,
+            seen_before: OffsetDateTime,
+        ) -> Result<usize, Error> {
+            self.inner.remove_expired(created_before, seen_before).await
+        }
+    }
+
+    #[actix_web::test]
+    async fn behind_require_role_the_extractor_reuses_the_guards_lookup() {
+        let store = Arc::new(CountingSessions::default());
+        let (key, cert) = key_pair("SP");
+        let (_, idp_cert) = key_pair("IdP");
+        let config = SamlSpConfig::new("https://sp.example/saml", "https://sp.example/saml/acs")
+            .with_signing_key(SamlSigningKey::from_pem(&key, &cert).unwrap());
+        let rp = web::Data::new(RelyingParty::new_saml(
+            SamlServiceProvider::new(config, idp(&idp_cert)).unwrap(),
+            Sealer::new(&[9; 32]),
+            store.clone(),
+            WebConfig::default(),
+        ));
+        let mut claims = crate::Claims::new();
+        claims.insert(
+            idp_vocabulary::claim::HPKI_ROLE.into(),
+            serde_json::json!("Medical Doctor"),
+        );
+        let doctor = Doctor::from_claims(
+            openidconnect::SubjectIdentifier::new("s".into()),
+            &claims,
+            None,
+            Vec::new(),
+            None,
+        );
+        let id = "S".repeat(43);
+        let now = OffsetDateTime::now_utc();
+        store
+            .insert(&id, Session::new(doctor, None, None, "csrf".into(), now))
+            .await
+            .unwrap();
+        let app = actix_test::init_service(
+            App::new().app_data(rp.clone()).service(
+                web::scope("/clinical")
+                    .wrap(RequireRole::medical_doctor())
+                    .route(
+                        "",
+                        web::get().to(|s: SignedIn| async move {
+                            s.doctor().subject.as_str().to_owned()
+                        }),
+                    ),
+            ),
+        )
+        .await;
+        let res = actix_test::call_service(
+            &app,
+            actix_test::TestRequest::get()
+                .uri("/clinical")
+                .cookie(Cookie::new("__Host-hpki-session", id.clone()))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(actix_test::read_body(res).await, "s");
+        assert_eq!(store.gets.load(Ordering::SeqCst), 1, "one read per request");
     }
 
     #[actix_web::test]
