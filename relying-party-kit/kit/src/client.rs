@@ -465,33 +465,8 @@ pub struct LogoutNotice {
 
 /// The largest logout token read (a few hundred bytes in practice).
 const MAX_LOGOUT_TOKEN_LEN: usize = 8 * 1024;
-/// The most logout-token IDs remembered at once; beyond it tokens are refused (fail closed)
-/// until earlier ones expire.
-const MAX_SEEN_LOGOUT_TOKENS: usize = 100_000;
 /// The longest a logout token may claim to live.
 const MAX_LOGOUT_TOKEN_LIFETIME_SECS: i64 = 600;
-
-/// The `jti`s of logout tokens already accepted, each until its token expires.
-#[derive(Default)]
-struct SeenTokens(std::collections::HashMap<String, i64>);
-
-impl SeenTokens {
-    /// Records `jti` until `exp`; false when it was already recorded (a replay) or when the
-    /// table is full of unexpired entries.
-    fn first_use(&mut self, jti: &str, exp: i64, now: i64) -> Result<(), Error> {
-        if self.0.len() >= MAX_SEEN_LOGOUT_TOKENS {
-            self.0.retain(|_, until| *until >= now);
-        }
-        if self.0.contains_key(jti) {
-            return Err(Error::LogoutTokenReplay);
-        }
-        if self.0.len() >= MAX_SEEN_LOGOUT_TOKENS {
-            return Err(Error::LogoutToken("too many logout tokens at once"));
-        }
-        self.0.insert(jti.to_owned(), exp);
-        Ok(())
-    }
-}
 
 #[derive(Deserialize)]
 struct LogoutClaims {
@@ -578,7 +553,8 @@ pub struct OidcClient {
     end_session_endpoint: Option<EndSessionUrl>,
     iss_parameter_supported: bool,
     jwks: Arc<JwksCache>,
-    logout_jtis: Arc<std::sync::Mutex<SeenTokens>>,
+    /// The `jti`s of accepted logout tokens, each until its token expires.
+    logout_jtis: Arc<dyn crate::ReplayCache>,
     clock: Arc<dyn crate::Clock>,
 }
 
@@ -673,9 +649,17 @@ impl OidcClient {
                 }),
             }),
             http,
-            logout_jtis: Arc::default(),
+            logout_jtis: Arc::new(crate::MemoryReplayCache::default()),
             clock: Arc::new(crate::SystemClock),
         })
+    }
+
+    /// The same client remembering logout-token `jti`s in `cache` (default: bounded, in this
+    /// process; share one, e.g. `RedisReplayCache`, between the processes of a relying
+    /// party so that a token is accepted once by all of them).
+    pub fn with_logout_replay_cache(mut self, cache: Arc<dyn crate::ReplayCache>) -> Self {
+        self.logout_jtis = cache;
+        self
     }
 
     /// The same client reading the time from `clock` for every expiry and freshness
@@ -1029,11 +1013,21 @@ impl OidcClient {
             .jti
             .filter(|j| !j.is_empty() && j.len() <= 256)
             .ok_or(Error::LogoutToken("no jti"))?;
-        self.logout_jtis
-            .lock()
-            .map_err(|_| Error::LogoutToken("replay cache unavailable"))?
-            .first_use(&jti, claims.exp + CLOCK_SKEW_SECS, now)?;
-        Ok(LogoutNotice { subject, sid })
+        let keep_until = OffsetDateTime::from_unix_timestamp(claims.exp + CLOCK_SKEW_SECS)
+            .map_err(|_| Error::LogoutToken("claims do not validate"))?;
+        let now = OffsetDateTime::from_unix_timestamp(now)
+            .map_err(|_| Error::LogoutToken("claims do not validate"))?;
+        match self
+            .logout_jtis
+            .check_and_remember(&format!("logout-jti\n{jti}"), keep_until, now)
+            .await
+        {
+            crate::ReplayVerdict::Fresh => Ok(LogoutNotice { subject, sid }),
+            crate::ReplayVerdict::Replayed => Err(Error::LogoutTokenReplay),
+            crate::ReplayVerdict::Unavailable => {
+                Err(Error::LogoutToken("the replay cache cannot remember it"))
+            }
+        }
     }
 
     fn client(&self, keys: CoreJsonWebKeySet) -> InnerClient<EndpointNotSet> {

@@ -160,6 +160,14 @@ impl Logouts {
 
     /// The verified notice of a logout token naming `sid` and/or `sub`.
     async fn notice(&self, sid: Option<&str>, sub: Option<&str>) -> LogoutNotice {
+        self.client
+            .verify_logout_token(&self.token(sid, sub))
+            .await
+            .expect("a valid logout token")
+    }
+
+    /// A logout token signed by the provider's key, naming `sid` and/or `sub`.
+    fn token(&self, sid: Option<&str>, sub: Option<&str>) -> String {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let mut claims = json!({
             "iss": self.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 120,
@@ -182,11 +190,7 @@ impl Logouts {
             .key
             .sign(&SystemRandom::new(), input.as_bytes())
             .expect("sign");
-        let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()));
-        self.client
-            .verify_logout_token(&token)
-            .await
-            .expect("a valid logout token")
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
     }
 }
 
@@ -679,4 +683,29 @@ async fn a_saml_soap_logout_received_by_one_process_ends_the_session_for_all() {
         sp_one.verify_soap_logout(body.as_bytes()).await,
         Err(Error::SamlReplay)
     ));
+}
+
+#[actix_web::test]
+async fn a_logout_token_is_accepted_once_by_all_processes_sharing_the_replay_cache() {
+    let Some(url) = redis_url() else { return };
+    let prefix = random_prefix();
+    let logouts = Logouts::start().await;
+    let process = |sessions: RedisSessions| {
+        logouts
+            .client
+            .clone()
+            .with_logout_replay_cache(Arc::new(RedisReplayCache::beside(&sessions)))
+    };
+    let one = process(sessions(&url, &prefix).await);
+    let two = process(sessions(&url, &prefix).await);
+    let token = logouts.token(Some("sid"), None);
+    one.verify_logout_token(&token).await.expect("first use");
+    assert!(matches!(
+        two.verify_logout_token(&token).await,
+        Err(Error::LogoutTokenReplay)
+    ));
+    // Another token is accepted by the other process.
+    two.verify_logout_token(&logouts.token(None, Some("sub")))
+        .await
+        .expect("another token");
 }
