@@ -22,6 +22,7 @@ mod error;
 mod http;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod replay;
 mod saml;
 mod seal;
 mod sessions;
@@ -40,11 +41,12 @@ pub use error::Error;
 pub use http::{HttpClient, HttpClientBuilder, HttpError, MAX_BODY_BYTES};
 #[cfg(feature = "redis")]
 pub use redis_store::{DEFAULT_SESSION_LIFETIME, RedisReplayCache, RedisSessions};
+pub use replay::{Clock, MemoryReplayCache, ReplayCache, ReplayVerdict, SystemClock};
 pub use saml::{
-    Clock, MAX_METADATA_BYTES, MAX_RELAY_STATE, MemoryReplayCache, ReplayCache, ReplayVerdict,
-    SAML_MAX_DEPTH, SAML_MAX_ELEMENTS, SAML_MAX_SOAP_LOGOUT_BYTES, SamlAuthnOptions, SamlIdp,
-    SamlLogin, SamlLogoutRequest, SamlLogoutStatus, SamlNameId, SamlPendingLogin,
-    SamlServiceProvider, SamlSigningKey, SamlSpConfig, SystemClock, saml_soap_fault, saml_uri,
+    MAX_METADATA_BYTES, MAX_RELAY_STATE, SAML_MAX_DEPTH, SAML_MAX_ELEMENTS,
+    SAML_MAX_SOAP_LOGOUT_BYTES, SamlAuthnOptions, SamlIdp, SamlLogin, SamlLogoutRequest,
+    SamlLogoutStatus, SamlNameId, SamlPendingLogin, SamlServiceProvider, SamlSigningKey,
+    SamlSpConfig, saml_soap_fault, saml_uri,
 };
 pub use seal::Sealer;
 pub use sessions::{

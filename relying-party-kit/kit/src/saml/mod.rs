@@ -15,7 +15,6 @@
 //!   contents.
 
 mod logout;
-mod replay;
 mod response;
 mod xml;
 
@@ -34,11 +33,11 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use url::Url;
 
+use crate::replay::{Clock, MemoryReplayCache, ReplayCache, ReplayVerdict, SystemClock};
 pub use logout::{
     MAX_SOAP_LOGOUT_BYTES as SAML_MAX_SOAP_LOGOUT_BYTES, SamlLogoutRequest, SamlLogoutStatus,
     soap_fault as saml_soap_fault,
 };
-pub use replay::{Clock, MemoryReplayCache, ReplayCache, ReplayVerdict, SystemClock};
 pub use xml::{MAX_DEPTH as SAML_MAX_DEPTH, MAX_ELEMENTS as SAML_MAX_ELEMENTS};
 
 use crate::{Claims, Doctor, Error};

@@ -1,5 +1,5 @@
-//! The clock the service provider checks times against, and the replay cache that makes
-//! each assertion usable once.
+//! The clock every check of the kit reads, and the replay cache that makes each SAML
+//! assertion, SAML logout request and OIDC logout token usable once.
 
 use std::collections::HashMap;
 use std::fmt;
